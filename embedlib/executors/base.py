@@ -1,0 +1,51 @@
+"""The executor contract: run a worker over batches, yield results as they finish.
+
+An executor decides only *how* batches move through workers (inline, on
+threads, ...); what a worker does is the same everywhere. ``make_worker`` is
+called once per thread or process that the executor uses; each worker is
+closed when the run ends, however it ends.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+from embedlib.batching import Batch
+from embedlib.errors import ConfigError
+from embedlib.worker import BatchResult
+
+
+class Worker(Protocol):
+    def __call__(self, batch: Batch) -> BatchResult: ...
+
+    def close(self) -> None: ...
+
+
+WorkerFactory = Callable[[], Worker]
+
+
+class Executor(ABC):
+    name: str = "base"
+
+    def __init__(self, workers: int = 1) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
+        self.workers = workers
+
+    @abstractmethod
+    def map_unordered(self, make_worker: WorkerFactory, batches: Iterable[Batch]) -> Iterator[BatchResult]:
+        """Yield one result per batch, in completion order. Stops at the first error and raises it."""
+
+    def shutdown(self) -> None:
+        """Release resources kept between runs. Safe to call more than once."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(workers={self.workers})"

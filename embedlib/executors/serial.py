@@ -1,0 +1,24 @@
+"""Run every batch inline, in the caller's thread: the reference every other executor must match."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from embedlib.batching import Batch
+from embedlib.executors.base import Executor, WorkerFactory
+from embedlib.worker import BatchResult
+
+
+class SerialExecutor(Executor):
+    name = "serial"
+
+    def __init__(self, workers: int = 1) -> None:
+        super().__init__(1)  # one worker by definition; a larger count is ignored
+
+    def map_unordered(self, make_worker: WorkerFactory, batches: Iterable[Batch]) -> Iterator[BatchResult]:
+        worker = make_worker()
+        try:
+            for batch in batches:
+                yield worker(batch)
+        finally:
+            worker.close()

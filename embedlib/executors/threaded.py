@@ -1,0 +1,53 @@
+"""Run batches on a pool of threads, each with its own worker (and so its own connection).
+
+The caller's thread keeps reading and planning batches while workers
+encode and write: at most ``2 x workers`` batches are in flight, so memory
+stays bounded however large the table. Workers share the process's model;
+see ``encoder.SentenceTransformerEncoder`` for why its calls are serialised.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from embedlib.batching import Batch
+from embedlib.executors.base import Executor, Worker, WorkerFactory
+from embedlib.worker import BatchResult
+
+
+class ThreadedExecutor(Executor):
+    name = "threaded"
+
+    def map_unordered(self, make_worker: WorkerFactory, batches: Iterable[Batch]) -> Iterator[BatchResult]:
+        local = threading.local()
+        created: list[Worker] = []
+        created_lock = threading.Lock()
+
+        def run(batch: Batch) -> BatchResult:
+            worker = getattr(local, "worker", None)
+            if worker is None:
+                worker = make_worker()
+                local.worker = worker
+                with created_lock:
+                    created.append(worker)
+            return worker(batch)
+
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="embedlib-worker")
+        in_flight: set[Future[BatchResult]] = set()
+        try:
+            for batch in batches:
+                in_flight.add(pool.submit(run, batch))
+                if len(in_flight) >= 2 * self.workers:
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    yield from (future.result() for future in done)
+            while in_flight:
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                yield from (future.result() for future in done)
+        finally:
+            for future in in_flight:
+                future.cancel()
+            pool.shutdown(wait=True)  # batches already running finish and commit
+            for worker in created:
+                worker.close()

@@ -1,0 +1,88 @@
+"""Per-text metrics, and the report of a run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from embedlib.encoder import Encoder
+
+UNKNOWN_TOKENS = -1  # written when the encoder has no tokenizer; stored as NULL
+
+
+@dataclass(frozen=True)
+class TextMetrics:
+    """Metrics of distinct texts, one entry per text (arrays of equal length)."""
+
+    char_length: np.ndarray
+    token_count: np.ndarray  # UNKNOWN_TOKENS where the encoder cannot count
+    truncated: np.ndarray  # token_count > the model's max sequence length
+
+    @classmethod
+    def of(cls, encoder: Encoder, texts: Sequence[str]) -> TextMetrics:
+        char_length = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+        count_tokens = getattr(encoder, "count_tokens", None)
+        max_tokens = getattr(encoder, "max_tokens", None)
+        if count_tokens is None:
+            token_count = np.full(len(texts), UNKNOWN_TOKENS, dtype=np.int64)
+        else:
+            token_count = np.asarray(count_tokens(texts), dtype=np.int64)
+        truncated = (token_count > max_tokens) if max_tokens else np.zeros(len(texts), dtype=bool)
+        return cls(char_length, token_count, truncated)
+
+
+@dataclass
+class IngestReport:
+    """What a run did. ``rows`` counts rows written; ``encoded`` counts texts run
+    through the model, which is lower when rows share a text.
+
+    Times are summed over workers, so with several workers ``encode_s`` can
+    exceed ``seconds``.
+    """
+
+    table: str
+    target: str
+    model: str
+    executor: str
+    workers: int
+    batch_size: int
+    metrics_only: bool = False
+    pending: int = 0  # rows that needed work when the run started (after --limit)
+    rows: int = 0
+    encoded: int = 0
+    skipped: int = 0  # NULL, empty or blank text
+    failed: int = 0
+    seconds: float = 0.0
+    read_s: float = 0.0
+    encode_s: float = 0.0
+    write_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["rows_per_s"] = round(self.rows_per_s, 2)
+        for key in ("seconds", "read_s", "encode_s", "write_s"):
+            data[key] = round(data[key], 3)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict())
+
+    def summary(self) -> str:
+        verb = "updated metrics of" if self.metrics_only else "embedded"
+        lines = [
+            f"{verb} {self.rows} rows of {self.table} into {self.target} "
+            f"in {self.seconds:.1f} s ({self.rows_per_s:.1f} rows/s)",
+            f"  encoded {self.encoded} distinct texts, skipped {self.skipped} blank, failed {self.failed}",
+            f"  model {self.model}, executor {self.executor} x{self.workers}, batch size {self.batch_size}",
+            f"  time: read {self.read_s:.2f} s, encode {self.encode_s:.2f} s, write {self.write_s:.2f} s",
+        ]
+        lines.extend(f"  note: {note}" for note in self.notes)
+        return "\n".join(lines)

@@ -1,0 +1,221 @@
+"""Finding the source table, and creating or checking the target table.
+
+Names come from users, so they are only ever compared as parameters against
+the catalog or composed with ``sql.Identifier``; type names come from the
+catalog's own ``format_type``, which quotes what needs quoting.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from psycopg2 import sql
+
+from embedlib.db import Connection, fetch_all, qualified
+from embedlib.errors import SchemaError
+
+MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names
+
+# The target's columns, after id and embedding, in the order they are written.
+METRIC_COLUMNS = ("model", "text_hash", "char_length", "token_count", "truncated", "norm", "frequency", "embedded_at")
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    schema: str
+    name: str
+    id_column: str
+    text_column: str
+    id_type: str  # as format_type prints it, e.g. 'bigint' or 'character varying(20)'
+
+    @property
+    def ident(self) -> sql.Composed:
+        return qualified(self.schema, self.name)
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class TargetTable:
+    schema: str
+    name: str
+    id_type: str
+    dimension: int
+
+    @property
+    def ident(self) -> sql.Composed:
+        return qualified(self.schema, self.name)
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+def find_relation(conn: Connection, name: str) -> tuple[str, str, int] | None:
+    """(schema, name, oid) of a table, view or materialized view called ``name``.
+
+    ``name`` is looked up as it is on the search path first, so a table whose
+    name contains a dot still works; failing that, ``schema.table``.
+    """
+    rows = fetch_all(
+        conn,
+        """
+        SELECT n.nspname, c.relname, c.oid::int
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relname = %(name)s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+          AND n.nspname = ANY (current_schemas(false))
+        ORDER BY array_position(current_schemas(false), n.nspname)
+        LIMIT 1
+        """,
+        {"name": name},
+    )
+    if not rows and "." in name:
+        schema, _, relname = name.partition(".")
+        rows = fetch_all(
+            conn,
+            """
+            SELECT n.nspname, c.relname, c.oid::int
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relname = %s AND n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+            """,
+            (relname, schema),
+        )
+    return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+
+def _columns(conn: Connection, oid: int) -> dict[str, tuple[int, str, str]]:
+    """column name -> (attnum, type as format_type prints it, type category)."""
+    rows = fetch_all(
+        conn,
+        """
+        SELECT a.attname, a.attnum::int, format_type(a.atttypid, a.atttypmod), t.typcategory
+        FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+        """,
+        (oid,),
+    )
+    return {name: (attnum, type_name, category) for name, attnum, type_name, category in rows}
+
+
+def inspect_source(conn: Connection, table: str, id_column: str, text_column: str) -> SourceTable:
+    """Check that ``table`` exists with a unique id column and a text column."""
+    found = find_relation(conn, table)
+    if found is None:
+        raise SchemaError(f"table {table!r} does not exist")
+    schema, name, oid = found
+    columns = _columns(conn, oid)
+    for column in (id_column, text_column):
+        if column not in columns:
+            raise SchemaError(f"table {table!r} has no column {column!r} (it has: {', '.join(sorted(columns))})")
+    _, text_type, text_category = columns[text_column]
+    if text_category != "S":
+        raise SchemaError(f"column {text_column!r} of table {table!r} is {text_type}, not a text type")
+    id_attnum, id_type, _ = columns[id_column]
+    unique = fetch_all(
+        conn,
+        """
+        SELECT 1 FROM pg_index
+        WHERE indrelid = %s AND indisunique AND indnkeyatts = 1 AND indkey[0] = %s
+          AND indpred IS NULL AND indexprs IS NULL
+        """,
+        (oid, id_attnum),
+    )
+    if not unique:
+        # Embeddings are keyed by id: without uniqueness two rows would fight
+        # over one embedding, and reading in id order could skip rows.
+        raise SchemaError(
+            f"column {id_column!r} of table {table!r} has no unique index; embedlib keys embeddings "
+            f"by it (add one, e.g. ALTER TABLE ... ADD PRIMARY KEY ({id_column}))"
+        )
+    return SourceTable(schema, name, id_column, text_column, id_type)
+
+
+def target_name(source: SourceTable, target: str | None) -> tuple[str, str]:
+    """(schema, name) of the target: ``<table>_embeddings`` beside the source unless named."""
+    name = target or f"{source.name}_embeddings"
+    if len(name.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
+        raise SchemaError(
+            f"target table name {name!r} is longer than postgresql's {MAX_IDENTIFIER_BYTES} bytes; "
+            "choose a shorter one with --target"
+        )
+    return source.schema, name
+
+
+def existing_target(conn: Connection, source: SourceTable, target: str | None) -> TargetTable | None:
+    """The target table if it exists, checked against what embedlib writes."""
+    schema, name = target_name(source, target)
+    found = find_relation(conn, target) if target else None
+    if found is None:
+        rows = fetch_all(
+            conn,
+            "SELECT c.oid::int FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = %s AND n.nspname = %s",
+            (name, schema),
+        )
+        if not rows:
+            return None
+        found = (schema, name, rows[0][0])
+    schema, name, oid = found
+    columns = _columns(conn, oid)
+    missing = [c for c in ("id", "embedding", *METRIC_COLUMNS) if c not in columns]
+    if missing:
+        raise SchemaError(
+            f"table {name!r} exists but is not an embedlib target (no column {missing[0]!r}); "
+            "choose another name with --target"
+        )
+    match = re.fullmatch(r"vector\((\d+)\)", columns["embedding"][1])
+    if match is None:
+        raise SchemaError(f"column 'embedding' of {name!r} is {columns['embedding'][1]}, not vector(n)")
+    if columns["id"][1] != source.id_type:
+        raise SchemaError(
+            f"column 'id' of {name!r} is {columns['id'][1]} but {source.id_column!r} of "
+            f"{source.name!r} is {source.id_type}; choose another --target"
+        )
+    return TargetTable(schema, name, source.id_type, int(match.group(1)))
+
+
+def ensure_target(conn: Connection, source: SourceTable, target: str | None, dimension: int) -> TargetTable:
+    """Create the target table if missing; check it fits the model if present. Commits."""
+    schema, name = target_name(source, target)
+    with conn.cursor() as cur:
+        # Serialise creation between concurrent ingestors of the same target.
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"embedlib:{schema}.{name}",))
+    table = existing_target(conn, source, target)
+    if table is None:
+        table = TargetTable(schema, name, source.id_type, dimension)
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    """
+                    CREATE TABLE {target} (
+                        id {id_type} PRIMARY KEY,
+                        embedding vector({dimension}) NOT NULL,
+                        model text NOT NULL,
+                        text_hash text NOT NULL,
+                        char_length integer NOT NULL,
+                        token_count integer,
+                        truncated boolean,
+                        norm real NOT NULL,
+                        frequency integer,
+                        embedded_at timestamptz NOT NULL DEFAULT now()
+                    )
+                    """
+                ).format(
+                    target=table.ident,
+                    id_type=sql.SQL(source.id_type),  # from format_type: already quoted
+                    dimension=sql.Literal(dimension),
+                )
+            )
+            # Frequency refresh and (later) vector reuse look rows up by text hash.
+            cur.execute(sql.SQL("CREATE INDEX ON {} (text_hash)").format(table.ident))
+    elif table.dimension != dimension:
+        conn.rollback()
+        raise SchemaError(
+            f"target {name!r} holds {table.dimension}-dimensional vectors but the model makes "
+            f"{dimension}-dimensional ones; choose another --target"
+        )
+    conn.commit()
+    return table
