@@ -30,7 +30,8 @@ class Ingestor:
 
     ``dsn`` defaults to ``EMBEDLIB_DSN``, then ``DATABASE_URL``, then the
     embedded server; ``workers`` to ``EMBED_WORKERS``, then 1. ``executor``
-    is a name (``"serial"``, ``"threaded"``) or an Executor instance.
+    is a name (``"serial"``, ``"threaded"``, or ``"auto"``: serial for one
+    worker, threaded for more) or an Executor instance.
     """
 
     def __init__(
@@ -43,7 +44,7 @@ class Ingestor:
         target: str | None = None,
         model: str | Encoder = DEFAULT_MODEL,
         batch_size: int = 100,
-        executor: str | Executor = "serial",
+        executor: str | Executor = "auto",
         workers: int | None = None,
         window_size: int = 0,
         metrics_only: bool = False,
@@ -78,6 +79,7 @@ class Ingestor:
         conn = connect(dsn)
         try:
             source, target, label = self._prepare(conn)
+            setup_s = time.perf_counter() - started
             conn.autocommit = True  # reads need no transaction; each query sees the latest commits
             report = IngestReport(
                 table=source.label,
@@ -87,6 +89,7 @@ class Ingestor:
                 workers=self.executor.workers,
                 batch_size=s.batch_size,
                 metrics_only=s.metrics_only,
+                setup_s=setup_s,
             )
             pending = count_pending(conn, source, target, label, metrics_only=s.metrics_only)
             report.pending = pending if limit is None else min(pending, limit)

@@ -39,8 +39,10 @@ class IngestReport:
     """What a run did. ``rows`` counts rows written; ``encoded`` counts texts run
     through the model, which is lower when rows share a text.
 
-    Times are summed over workers, so with several workers ``encode_s`` can
-    exceed ``seconds``.
+    ``seconds`` is the whole run; ``setup_s`` the part of it spent before the
+    first row (loading the model, checking tables), and ``rows_per_s`` the
+    rate after that. ``read_s``, ``encode_s`` and ``write_s`` are summed over
+    workers, so with several workers they can add up to more than ``seconds``.
     """
 
     table: str
@@ -56,6 +58,7 @@ class IngestReport:
     skipped: int = 0  # NULL, empty or blank text
     failed: int = 0
     seconds: float = 0.0
+    setup_s: float = 0.0
     read_s: float = 0.0
     encode_s: float = 0.0
     write_s: float = 0.0
@@ -63,12 +66,13 @@ class IngestReport:
 
     @property
     def rows_per_s(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else 0.0
+        working = self.seconds - self.setup_s
+        return self.rows / working if working > 0 else 0.0
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
         data["rows_per_s"] = round(self.rows_per_s, 2)
-        for key in ("seconds", "read_s", "encode_s", "write_s"):
+        for key in ("seconds", "setup_s", "read_s", "encode_s", "write_s"):
             data[key] = round(data[key], 3)
         return data
 
@@ -79,7 +83,7 @@ class IngestReport:
         verb = "updated metrics of" if self.metrics_only else "embedded"
         lines = [
             f"{verb} {self.rows} rows of {self.table} into {self.target} "
-            f"in {self.seconds:.1f} s ({self.rows_per_s:.1f} rows/s)",
+            f"in {self.seconds:.1f} s ({self.rows_per_s:.1f} rows/s after {self.setup_s:.1f} s of setup)",
             f"  encoded {self.encoded} distinct texts, skipped {self.skipped} blank, failed {self.failed}",
             f"  model {self.model}, executor {self.executor} x{self.workers}, batch size {self.batch_size}",
             f"  time: read {self.read_s:.2f} s, encode {self.encode_s:.2f} s, write {self.write_s:.2f} s",

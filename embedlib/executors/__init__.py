@@ -13,13 +13,24 @@ EXECUTORS: dict[str, type[Executor]] = {
 }
 
 
+AUTO = "auto"
+
+
 def make_executor(name: str, workers: int = 1) -> Executor:
-    """An executor by name: one of ``EXECUTORS``."""
+    """An executor by name: one of ``EXECUTORS``, or ``"auto"``.
+
+    ``auto`` runs serially for one worker and on threads for more, so that
+    ``--workers 4`` alone does what the original script's flag did.
+    """
+    if name == AUTO:
+        name = SerialExecutor.name if workers == 1 else ThreadedExecutor.name
     try:
         cls = EXECUTORS[name]
     except KeyError:
-        raise ConfigError(f"unknown executor {name!r} (choose from: {', '.join(EXECUTORS)})") from None
+        raise ConfigError(f"unknown executor {name!r} (choose from: {', '.join([AUTO, *EXECUTORS])})") from None
     return cls(workers)
 
 
-__all__ = ["EXECUTORS", "Executor", "SerialExecutor", "ThreadedExecutor", "Worker", "WorkerFactory", "make_executor"]
+__all__ = [
+    "AUTO",
+    "EXECUTORS", "Executor", "SerialExecutor", "ThreadedExecutor", "Worker", "WorkerFactory", "make_executor"]

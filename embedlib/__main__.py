@@ -1,0 +1,5 @@
+import sys
+
+from embedlib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,176 @@
+"""The ``embedlib`` command: ingest, load, demo.
+
+Every failure a user can cause ends in one line on stderr and exit status 2;
+Ctrl-C ends with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import psycopg2
+
+from embedlib.config import DEFAULT_MODEL, env_dsn, env_workers
+from embedlib.db import one_line, redact
+from embedlib.errors import ConfigError, EmbedlibError
+from embedlib.executors import AUTO, EXECUTORS
+
+DEFAULT_BATCH_SIZE = 100
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line (no usage block), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="embedlib", description="Turn PostgreSQL tables of text into pgvector embeddings.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    database = _Parser(add_help=False)
+    database.add_argument(
+        "--dsn",
+        help="PostgreSQL connection string (default: $EMBEDLIB_DSN, $DATABASE_URL, else the embedded server)",
+    )
+
+    running = _Parser(add_help=False)
+    running.add_argument(
+        "--workers", type=_positive_int, help="parallel workers (default: $EMBED_WORKERS, else 1)"
+    )
+    running.add_argument(
+        "--executor",
+        choices=[AUTO, *EXECUTORS],
+        default=AUTO,
+        help="how batches run (default: auto = serial for 1 worker, threaded for more)",
+    )
+    running.add_argument("--model", default=DEFAULT_MODEL, help="model name or local path (default: %(default)s)")
+    running.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    running.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+
+    ingest = commands.add_parser(
+        "ingest", parents=[database, running], help="embed the rows of a table that need it"
+    )
+    ingest.add_argument("table", help="source table (optionally schema.table)")
+    ingest.add_argument("batch_size", nargs="?", type=_positive_int, help=f"texts per encode call ({DEFAULT_BATCH_SIZE})")
+    ingest.add_argument("--batch-size", dest="batch_size_option", type=_positive_int, help="same as BATCH_SIZE")
+    ingest.add_argument("--limit", type=_positive_int, help="process at most this many pending rows")
+    ingest.add_argument("--metrics-only", action="store_true", help="recompute metrics of embedded rows, no encoding")
+    ingest.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
+    ingest.add_argument("--id-column", default="id", help="unique id column (default: %(default)s)")
+    ingest.add_argument("--target", help="table for vectors and metrics (default: TABLE_embeddings)")
+    ingest.set_defaults(handler=_ingest)
+
+    load = commands.add_parser("load", parents=[database], help="load a text file, one text per line, into a table")
+    load.add_argument("table", help="table to create or append to, with columns (id, text)")
+    load.add_argument("file", help="UTF-8 text file, or - for standard input")
+    load.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
+    load.set_defaults(handler=_load)
+
+    demo = commands.add_parser(
+        "demo", parents=[database, running], help="load the bundled sample, embed it, search it"
+    )
+    demo.add_argument("--query", default="compress files into an archive", help="query for the search example")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from embedlib.ingestor import Ingestor
+
+    if args.batch_size and args.batch_size_option and args.batch_size != args.batch_size_option:
+        raise ConfigError("BATCH_SIZE and --batch-size disagree; give one")
+    report = Ingestor(
+        args.dsn,
+        table=args.table,
+        text_column=args.text_column,
+        id_column=args.id_column,
+        target=args.target,
+        model=args.model,
+        batch_size=args.batch_size or args.batch_size_option or DEFAULT_BATCH_SIZE,
+        executor=args.executor,
+        workers=args.workers,
+        metrics_only=args.metrics_only,
+        progress=not args.quiet and not args.json,
+    ).run(limit=args.limit)
+    print(report.to_json() if args.json else report.summary())
+    return 0
+
+
+def _load(args: argparse.Namespace) -> int:
+    from embedlib.db import connect, resolve_dsn
+    from embedlib.loader import load_lines
+
+    try:
+        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise ConfigError(f"cannot read {args.file!r}: {exc.strerror}") from None
+    conn = connect(resolve_dsn(args.dsn or env_dsn()))
+    try:
+        with stream:
+            count = load_lines(conn, args.table, stream, text_column=args.text_column)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{args.file!r} is not UTF-8 text") from None
+    finally:
+        conn.close()
+    print(f"loaded {count} rows into {args.table}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from embedlib.demo import run_demo
+
+    return run_demo(
+        dsn=args.dsn or env_dsn(),
+        model=args.model,
+        executor=args.executor,
+        workers=args.workers if args.workers is not None else env_workers(),
+        query=args.query,
+        progress=not args.quiet and not args.json,
+        as_json=args.json,
+    )
+
+
+def _dsn_of(args: argparse.Namespace) -> str | None:
+    return getattr(args, "dsn", None) or env_dsn()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except EmbedlibError as exc:
+        print(f"embedlib: error: {redact(str(exc), _dsn_of(args))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("embedlib: interrupted", file=sys.stderr)
+        return 130
+    except psycopg2.Error as exc:
+        # A database refusal we did not foresee (permissions, a full disk): still one line.
+        print(f"embedlib: database error: {redact(one_line(exc), _dsn_of(args))}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if os.environ.get("EMBEDLIB_DEBUG"):
+            raise
+        message = redact(f"{type(exc).__name__}: {one_line(exc)}", _dsn_of(args))
+        print(f"embedlib: internal error: {message} (set EMBEDLIB_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

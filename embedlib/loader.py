@@ -1,0 +1,75 @@
+"""``embedlib load``: put lines of text into a table so there is something to embed."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+
+from psycopg2 import sql
+
+from embedlib import copybin
+from embedlib.db import Connection
+from embedlib.errors import ConfigError, SchemaError
+from embedlib.schema import find_relation, inspect_source
+
+CHUNK_LINES = 10_000
+
+
+def load_lines(conn: Connection, table: str, lines: Iterable[str], *, text_column: str = "text") -> int:
+    """Append one row per non-empty line to ``table``, creating ``table(id, text)`` if missing.
+
+    All lines go in one transaction: a bad line (a NUL character, which
+    PostgreSQL text cannot hold) leaves the table as it was.
+    """
+    found = find_relation(conn, table)
+    if found is None:
+        ident = sql.Identifier(table)
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "CREATE TABLE {} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, {} text NOT NULL)"
+                ).format(ident, sql.Identifier(text_column))
+            )
+    else:
+        source = inspect_source(conn, table, "id", text_column) if _has_id(conn, found[2]) else None
+        if source is None:
+            raise SchemaError(f"table {table!r} has no 'id' column; load creates or appends to tables (id, text)")
+        ident = source.ident
+    copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(ident, sql.Identifier(text_column))
+    loaded = 0
+    try:
+        with conn.cursor() as cur:
+            for chunk in _chunks(_texts(lines), CHUNK_LINES):
+                cur.copy_expert(copy, io.BytesIO(copybin.payload([copybin.text(chunk)])))
+                loaded += len(chunk)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return loaded
+
+
+def _has_id(conn: Connection, oid: int) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_attribute WHERE attrelid = %s AND attname = 'id' AND NOT attisdropped", (oid,))
+        return cur.fetchone() is not None
+
+
+def _texts(lines: Iterable[str]) -> Iterator[str]:
+    for number, line in enumerate(lines, start=1):
+        text = line.rstrip("\r\n")
+        if "\x00" in text:
+            raise ConfigError(f"line {number} contains a NUL character, which postgresql text cannot store")
+        if text:
+            yield text
+
+
+def _chunks(texts: Iterator[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for text in texts:
+        chunk.append(text)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,109 @@
+"""Shared fixtures: a real PostgreSQL with pgvector, and fresh tables per test.
+
+The server is the one in ``EMBEDLIB_TEST_DSN`` when set, else an embedded
+server in a temporary EMBEDLIB_HOME (started once per session).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from embedlib.db import connect
+
+
+@pytest.fixture(scope="session")
+def dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+    configured = os.environ.get("EMBEDLIB_TEST_DSN")
+    if configured:
+        return configured
+    os.environ["EMBEDLIB_HOME"] = str(tmp_path_factory.mktemp("embedlib-home"))
+    from embedlib.embedded import embedded_dsn
+
+    return embedded_dsn()
+
+
+@pytest.fixture
+def conn(dsn: str) -> Iterator[psycopg2.extensions.connection]:
+    connection = connect(dsn, autocommit=True)
+    yield connection
+    connection.close()
+
+
+class Tables:
+    """Makes source tables with unique names and drops them (and their targets) afterwards."""
+
+    def __init__(self, conn: psycopg2.extensions.connection) -> None:
+        self.conn = conn
+        self.created: list[str] = []
+
+    def name(self, prefix: str = "t") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        self.created += [name, f"{name}_embeddings"]
+        return name
+
+    def source(self, texts: Sequence[str | None], *, prefix: str = "t", id_type: str = "bigint") -> str:
+        """A table (id <id_type> primary key, text text) holding ``texts`` with ids 1..n."""
+        name = self.name(prefix)
+        with self.conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("CREATE TABLE {} (id {} PRIMARY KEY, text text)").format(
+                    sql.Identifier(name), sql.SQL(id_type)
+                )
+            )
+            cur.executemany(
+                sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(sql.Identifier(name)),
+                [(str(i), t) for i, t in enumerate(texts, start=1)],
+            )
+        return name
+
+    def embeddings(self, table: str) -> dict[str, np.ndarray]:
+        """id (as text) -> stored vector."""
+        with self.conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT id::text, embedding::text FROM {}").format(sql.Identifier(f"{table}_embeddings")))
+            return {row_id: np.array(vec.strip("[]").split(","), dtype=np.float32) for row_id, vec in cur.fetchall()}
+
+    def rows(self, table: str, columns: str = "*") -> list[tuple]:
+        with self.conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("SELECT {} FROM {} ORDER BY id").format(sql.SQL(columns), sql.Identifier(f"{table}_embeddings"))
+            )
+            return cur.fetchall()
+
+    def drop_all(self) -> None:
+        with self.conn.cursor() as cur:
+            for name in self.created:
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def tables(conn: psycopg2.extensions.connection) -> Iterator[Tables]:
+    made = Tables(conn)
+    yield made
+    made.drop_all()
+
+
+@pytest.fixture(scope="session")
+def sample_texts() -> list[str]:
+    """Real sentences shipped with embedlib."""
+    from embedlib.demo import sample_lines
+
+    return sample_lines()
+
+
+@pytest.fixture(scope="session")
+def st_model():  # type: ignore[no-untyped-def]
+    """The raw sentence-transformers model, to compare embedlib's vectors against."""
+    from embedlib.encoder import resolve_encoder
+
+    return resolve_encoder("all-MiniLM-L6-v2")._model  # type: ignore[attr-defined]
+
+
+REPO = Path(__file__).resolve().parent.parent

@@ -1,0 +1,130 @@
+"""One behaviour suite, run against every executor.
+
+A new executor is tested by adding it to ``embedlib.executors.EXECUTORS``.
+The fast HashEncoder exercises the executors and the database path; the
+real model checks that threads sharing it neither race nor change vectors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedlib import EXECUTORS, ConfigError, Ingestor, SerialExecutor, ThreadedExecutor, make_executor
+from embedlib.testing import HashEncoder
+
+WORKER_COUNTS = [1, 3]
+
+
+def corpus(n: int) -> list[str | None]:
+    """n rows: every 5th text repeats an earlier one, every 17th is blank."""
+    texts: list[str | None] = []
+    for i in range(n):
+        if i % 17 == 16:
+            texts.append(None if i % 2 else "  ")
+        elif i % 5 == 4:
+            texts.append(f"text number {i // 2}")
+        else:
+            texts.append(f"text number {i}")
+    return texts
+
+
+@pytest.fixture(params=sorted(EXECUTORS))
+def executor_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.mark.parametrize("workers", WORKER_COUNTS)
+def test_every_row_written_exactly_once(dsn, tables, executor_name, workers):
+    texts = corpus(1000)
+    table = tables.source(texts)
+    encoder = HashEncoder()
+    report = Ingestor(dsn, table=table, model=encoder, executor=executor_name, workers=workers,
+                      batch_size=7, window_size=50).run()
+    embeddable = [t for t in texts if t and t.strip()]
+    assert report.rows == len(embeddable)
+    assert report.skipped == len(texts) - len(embeddable)
+    assert report.failed == 0
+    # duplicates are folded within a window, so encoded is between distinct and all
+    assert len(set(embeddable)) <= report.encoded < len(embeddable)
+
+    stored = tables.embeddings(table)
+    expected_ids = {str(i) for i, t in enumerate(texts, start=1) if t and t.strip()}
+    assert set(stored) == expected_ids
+    by_id = dict(zip((str(i) for i in range(1, len(texts) + 1)), texts))
+    for row_id, vector in stored.items():
+        assert np.array_equal(vector, encoder.encode([by_id[row_id]])[0])
+    frequencies = dict(tables.rows(table, "id::text, frequency"))
+    assert all(frequencies[i] == texts.count(by_id[i]) for i in expected_ids)
+
+
+def test_same_rows_and_vectors_as_serial(dsn, tables, executor_name):
+    texts = corpus(300)
+    serial_table, other_table = tables.source(texts), tables.source(texts)
+    Ingestor(dsn, table=serial_table, model=HashEncoder(), executor="serial", batch_size=10).run()
+    Ingestor(dsn, table=other_table, model=HashEncoder(), executor=executor_name, workers=4, batch_size=10).run()
+    columns = "id, embedding::text, text_hash, char_length, token_count, truncated, norm, frequency"
+    assert tables.rows(other_table, columns) == tables.rows(serial_table, columns)
+
+
+def test_limit_and_rerun(dsn, tables, executor_name):
+    table = tables.source([f"row {i}" for i in range(100)])
+    first = Ingestor(dsn, table=table, model=HashEncoder(), executor=executor_name, workers=2).run(limit=30)
+    assert (first.pending, first.rows) == (30, 30)
+    rest = Ingestor(dsn, table=table, model=HashEncoder(), executor=executor_name, workers=2).run()
+    assert (rest.pending, rest.rows, rest.encoded) == (70, 70, 70)
+    assert len(tables.embeddings(table)) == 100
+
+
+class FailingEncoder(HashEncoder):
+    """Fails on any batch holding the text "poison"."""
+
+    def encode(self, texts):  # type: ignore[no-untyped-def]
+        if "poison" in texts:
+            raise RuntimeError("encoder exploded")
+        return super().encode(texts)
+
+
+def test_a_failing_batch_stops_the_run_and_leaves_whole_batches(dsn, tables, executor_name):
+    texts = [f"row {i:03d}" for i in range(60)]
+    texts[45] = "poison"
+    table = tables.source(texts)
+    with pytest.raises(RuntimeError, match="encoder exploded"):
+        Ingestor(dsn, table=table, model=FailingEncoder(), executor=executor_name, workers=2,
+                 batch_size=5, window_size=5).run()
+    stored = set(tables.embeddings(table))
+    assert "46" not in stored
+    # batches are written whole: every stored window of 5 ids is complete
+    windows = {(int(i) - 1) // 5 for i in stored}
+    assert stored == {str(w * 5 + k + 1) for w in windows for k in range(5)}
+
+
+@pytest.mark.model
+def test_threads_sharing_the_real_model_do_not_race(dsn, tables, sample_texts):
+    # Eight workers and tiny batches: many concurrent calls into one model and
+    # one fast tokenizer, which raises "Already borrowed" if called concurrently.
+    texts = sample_texts[:240]
+    serial_table, threaded_table = tables.source(texts), tables.source(texts)
+    Ingestor(dsn, table=serial_table, executor="serial", batch_size=4).run()
+    report = Ingestor(dsn, table=threaded_table, executor="threaded", workers=8, batch_size=4).run()
+    assert report.rows == len(texts) and report.failed == 0
+    serial, threaded = tables.embeddings(serial_table), tables.embeddings(threaded_table)
+    assert set(threaded) == set(serial) == {str(i) for i in range(1, len(texts) + 1)}
+    for row_id, vector in serial.items():
+        np.testing.assert_allclose(threaded[row_id], vector, atol=1e-5)
+
+
+def test_make_executor():
+    assert isinstance(make_executor("auto", 1), SerialExecutor)
+    threaded = make_executor("auto", 4)
+    assert isinstance(threaded, ThreadedExecutor) and threaded.workers == 4
+    with pytest.raises(ConfigError, match="unknown executor 'bogus'"):
+        make_executor("bogus")
+    with pytest.raises(ConfigError, match="workers"):
+        ThreadedExecutor(0)
+
+
+def test_shutdown_twice_is_safe(executor_name):
+    executor = make_executor(executor_name, 2)
+    executor.shutdown()
+    executor.shutdown()
