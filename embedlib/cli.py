@@ -50,9 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     running = _Parser(add_help=False)
-    running.add_argument(
-        "--workers", type=_positive_int, help="parallel workers (default: $EMBED_WORKERS, else 1)"
-    )
+    running.add_argument("--workers", type=_positive_int, help="parallel workers (default: $EMBED_WORKERS, else 1)")
     running.add_argument(
         "--executor",
         choices=[AUTO, *EXECUTORS],
@@ -63,11 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     running.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     running.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
 
-    ingest = commands.add_parser(
-        "ingest", parents=[database, running], help="embed the rows of a table that need it"
-    )
+    ingest = commands.add_parser("ingest", parents=[database, running], help="embed the rows of a table that need it")
     ingest.add_argument("table", help="source table (optionally schema.table)")
-    ingest.add_argument("batch_size", nargs="?", type=_positive_int, help=f"texts per encode call ({DEFAULT_BATCH_SIZE})")
+    ingest.add_argument(
+        "batch_size", nargs="?", type=_positive_int, help=f"texts per encode call ({DEFAULT_BATCH_SIZE})"
+    )
     ingest.add_argument("--batch-size", dest="batch_size_option", type=_positive_int, help="same as BATCH_SIZE")
     ingest.add_argument("--limit", type=_positive_int, help="process at most this many pending rows")
     ingest.add_argument("--metrics-only", action="store_true", help="recompute metrics of embedded rows, no encoding")
@@ -82,9 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
     load.set_defaults(handler=_load)
 
-    demo = commands.add_parser(
-        "demo", parents=[database, running], help="load the bundled sample, embed it, search it"
-    )
+    demo = commands.add_parser("demo", parents=[database, running], help="load the bundled sample, embed it, search it")
     demo.add_argument("--query", default="compress files into an archive", help="query for the search example")
     demo.set_defaults(handler=_demo)
     return parser

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Union
 
 import numpy as np
 
@@ -21,7 +20,7 @@ HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 TRAILER = struct.pack(">h", -1)
 _NULL = struct.pack(">i", -1)
 
-Column = Union[np.ndarray, Sequence[Union[bytes, None]]]
+Column = np.ndarray | Sequence[bytes | None]
 
 
 def int4(values: np.ndarray) -> np.ndarray:
@@ -71,7 +70,7 @@ def payload(columns: Sequence[Column]) -> bytes:
     def close_fixed_run() -> None:
         if not fixed:
             return
-        block = np.empty(n_rows, dtype=fixed)  # type: ignore[call-overload]
+        block = np.empty(n_rows, dtype=fixed)
         for name, value in fixed_values:
             block[name] = value
         segments.append(block)
@@ -93,7 +92,7 @@ def payload(columns: Sequence[Column]) -> bytes:
         body = segments[0].tobytes()  # all fixed-width: no per-row Python work at all
     else:
         per_row = [_rows_of(s) if isinstance(s, np.ndarray) else s for s in segments]
-        body = b"".join(part for row in zip(*per_row) for part in row)
+        body = b"".join(part for row in zip(*per_row, strict=True) for part in row)
     return HEADER + body + TRAILER
 
 

@@ -36,7 +36,9 @@ def run_demo(
             loaded = load_lines(conn, DEMO_TABLE, sample_lines())
             if not as_json:
                 print(f"loaded {loaded} sample sentences into {DEMO_TABLE}")
-        report = Ingestor(dsn, table=DEMO_TABLE, model=model, executor=executor, workers=workers, progress=progress).run()
+        report = Ingestor(
+            dsn, table=DEMO_TABLE, model=model, executor=executor, workers=workers, progress=progress
+        ).run()
         source = inspect_source(conn, DEMO_TABLE, "id", "text")
         target = existing_target(conn, source, None)
         assert target is not None, "the ingest above creates the target"

@@ -10,6 +10,7 @@ the last one to exit stops it cleanly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -59,9 +60,8 @@ def _ensure_database(admin_uri: str) -> None:
         with conn.cursor() as cur:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,))
             if cur.fetchone() is None:
-                try:
+                # another process may create it between our check and our create
+                with contextlib.suppress(errors.DuplicateDatabase):
                     cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME)))
-                except errors.DuplicateDatabase:
-                    pass  # another process created it between our check and our create
     finally:
         conn.close()

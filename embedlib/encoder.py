@@ -93,10 +93,10 @@ def resolve_encoder(model: Any) -> Encoder:
     for attribute in ("name", "dimension"):
         if not hasattr(model, attribute):
             raise ModelError(f"encoder {model!r} has no {attribute!r} attribute")
-    return model  # type: ignore[no-any-return]
+    return model
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_sentence_transformer(name: str) -> SentenceTransformerEncoder:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from workers

@@ -22,6 +22,7 @@ def load_lines(conn: Connection, table: str, lines: Iterable[str], *, text_colum
     PostgreSQL text cannot hold) leaves the table as it was.
     """
     found = find_relation(conn, table)
+    ident: sql.Composable
     if found is None:
         ident = sql.Identifier(table)
         with conn.cursor() as cur:

@@ -39,9 +39,7 @@ class Sink:
             return
         with self._conn.cursor() as cur:
             cur.execute(
-                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
-                    name, sql.SQL(columns)
-                )
+                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(name, sql.SQL(columns))
             )
         self._conn.commit()
         self._staged.add(key)

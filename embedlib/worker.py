@@ -72,7 +72,7 @@ class BatchWorker:
         if failed:
             log.warning("%d rows got a non-finite vector and were not stored", failed)
         index = batch.text_index[row_keep]
-        ids = [row_id for row_id, kept in zip(batch.ids, row_keep) if kept]
+        ids = [row_id for row_id, kept in zip(batch.ids, row_keep, strict=True) if kept]
         hashes = [batch.text_hashes[i] for i in index]
         row_metrics = TextMetrics(metrics.char_length[index], metrics.token_count[index], metrics.truncated[index])
         if ids:

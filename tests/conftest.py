@@ -16,18 +16,21 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from embedlib.db import connect
+from embedlib.db import connect, ensure_vector_extension
 
 
 @pytest.fixture(scope="session")
 def dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
-    configured = os.environ.get("EMBEDLIB_TEST_DSN")
-    if configured:
-        return configured
-    os.environ["EMBEDLIB_HOME"] = str(tmp_path_factory.mktemp("embedlib-home"))
-    from embedlib.embedded import embedded_dsn
+    url = os.environ.get("EMBEDLIB_TEST_DSN")
+    if not url:
+        os.environ["EMBEDLIB_HOME"] = str(tmp_path_factory.mktemp("embedlib-home"))
+        from embedlib.embedded import embedded_dsn
 
-    return embedded_dsn()
+        url = embedded_dsn()
+    setup = connect(url)
+    ensure_vector_extension(setup)
+    setup.close()
+    return url
 
 
 @pytest.fixture
@@ -54,9 +57,7 @@ class Tables:
         name = self.name(prefix)
         with self.conn.cursor() as cur:
             cur.execute(
-                sql.SQL("CREATE TABLE {} (id {} PRIMARY KEY, text text)").format(
-                    sql.Identifier(name), sql.SQL(id_type)
-                )
+                sql.SQL("CREATE TABLE {} (id {} PRIMARY KEY, text text)").format(sql.Identifier(name), sql.SQL(id_type))
             )
             cur.executemany(
                 sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(sql.Identifier(name)),
@@ -67,7 +68,9 @@ class Tables:
     def embeddings(self, table: str) -> dict[str, np.ndarray]:
         """id (as text) -> stored vector."""
         with self.conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT id::text, embedding::text FROM {}").format(sql.Identifier(f"{table}_embeddings")))
+            cur.execute(
+                sql.SQL("SELECT id::text, embedding::text FROM {}").format(sql.Identifier(f"{table}_embeddings"))
+            )
             return {row_id: np.array(vec.strip("[]").split(","), dtype=np.float32) for row_id, vec in cur.fetchall()}
 
     def rows(self, table: str, columns: str = "*") -> list[tuple]:

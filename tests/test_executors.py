@@ -39,8 +39,9 @@ def test_every_row_written_exactly_once(dsn, tables, executor_name, workers):
     texts = corpus(1000)
     table = tables.source(texts)
     encoder = HashEncoder()
-    report = Ingestor(dsn, table=table, model=encoder, executor=executor_name, workers=workers,
-                      batch_size=7, window_size=50).run()
+    report = Ingestor(
+        dsn, table=table, model=encoder, executor=executor_name, workers=workers, batch_size=7, window_size=50
+    ).run()
     embeddable = [t for t in texts if t and t.strip()]
     assert report.rows == len(embeddable)
     assert report.skipped == len(texts) - len(embeddable)
@@ -51,7 +52,7 @@ def test_every_row_written_exactly_once(dsn, tables, executor_name, workers):
     stored = tables.embeddings(table)
     expected_ids = {str(i) for i, t in enumerate(texts, start=1) if t and t.strip()}
     assert set(stored) == expected_ids
-    by_id = dict(zip((str(i) for i in range(1, len(texts) + 1)), texts))
+    by_id = dict(zip((str(i) for i in range(1, len(texts) + 1)), texts, strict=True))
     for row_id, vector in stored.items():
         assert np.array_equal(vector, encoder.encode([by_id[row_id]])[0])
     frequencies = dict(tables.rows(table, "id::text, frequency"))
@@ -90,8 +91,9 @@ def test_a_failing_batch_stops_the_run_and_leaves_whole_batches(dsn, tables, exe
     texts[45] = "poison"
     table = tables.source(texts)
     with pytest.raises(RuntimeError, match="encoder exploded"):
-        Ingestor(dsn, table=table, model=FailingEncoder(), executor=executor_name, workers=2,
-                 batch_size=5, window_size=5).run()
+        Ingestor(
+            dsn, table=table, model=FailingEncoder(), executor=executor_name, workers=2, batch_size=5, window_size=5
+        ).run()
     stored = set(tables.embeddings(table))
     assert "46" not in stored
     # batches are written whole: every stored window of 5 ids is complete

@@ -16,7 +16,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_vectors_match_sentence_transformers(dsn, tables, sample_texts, st_model):
-    texts = sample_texts[:80] + [" ".join(sample_texts[80:95])]  # short ones and one long mixed-length text
+    texts = [*sample_texts[:80], " ".join(sample_texts[80:95])]  # short ones and one long mixed-length text
     table = tables.source(texts)
     report = Ingestor(dsn, table=table, batch_size=16).run()
     assert report.rows == len(texts)
@@ -35,7 +35,9 @@ def test_rerun_encodes_nothing_and_changed_text_is_reembedded(dsn, conn, tables,
 
     before = tables.embeddings(table)
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("UPDATE {} SET text = %s WHERE id = 7").format(sql.Identifier(table)), ("a brand new text",))
+        cur.execute(
+            sql.SQL("UPDATE {} SET text = %s WHERE id = 7").format(sql.Identifier(table)), ("a brand new text",)
+        )
     changed = Ingestor(dsn, table=table).run()
     assert (changed.rows, changed.encoded) == (1, 1)
     after = tables.embeddings(table)
@@ -50,7 +52,7 @@ def test_metrics_are_those_of_the_text(dsn, tables, st_model):
     Ingestor(dsn, table=table).run()
     rows = tables.rows(table, "id, model, char_length, token_count, truncated, norm, frequency, text_hash")
     tokenizer = st_model.tokenizer
-    for (row_id, model, chars, tokens, truncated, norm, frequency, text_hash), text in zip(rows, texts):
+    for (_, model, chars, tokens, truncated, norm, frequency, text_hash), text in zip(rows, texts, strict=True):
         assert model == "all-MiniLM-L6-v2"
         assert chars == len(text)
         assert tokens == len(tokenizer(text)["input_ids"])
@@ -86,8 +88,9 @@ def test_metrics_only_recomputes_without_encoding(dsn, conn, tables, sample_text
     before = tables.rows(table, "id, embedding::text, char_length, token_count, truncated, norm, frequency")
     with conn.cursor() as cur:
         cur.execute(
-            sql.SQL("UPDATE {} SET char_length = 0, token_count = NULL, truncated = NULL, norm = 0, frequency = 9")
-            .format(sql.Identifier(f"{table}_embeddings"))
+            sql.SQL(
+                "UPDATE {} SET char_length = 0, token_count = NULL, truncated = NULL, norm = 0, frequency = 9"
+            ).format(sql.Identifier(f"{table}_embeddings"))
         )
     report = Ingestor(dsn, table=table, metrics_only=True, executor="threaded", workers=2).run()
     assert (report.rows, report.encoded) == (20, 0)

@@ -33,4 +33,11 @@ def make_executor(name: str, workers: int = 1) -> Executor:
 
 __all__ = [
     "AUTO",
-    "EXECUTORS", "Executor", "SerialExecutor", "ThreadedExecutor", "Worker", "WorkerFactory", "make_executor"]
+    "EXECUTORS",
+    "Executor",
+    "SerialExecutor",
+    "ThreadedExecutor",
+    "Worker",
+    "WorkerFactory",
+    "make_executor",
+]

@@ -1,0 +1,39 @@
+# make demo   set up, then embed the bundled sample on the embedded database
+# make test   set up, then lint, type-check and run the whole test suite
+# make bench  set up, then run the benchmarks (prints figures)
+
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.embedlib-installed
+
+.PHONY: setup demo test lint pytest bench clean
+
+setup: $(STAMP)
+
+# torch first, pinned: it installs the CPU build from a local file on these
+# machines, where an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/embedlib demo
+
+lint: setup
+	$(BIN)/ruff check embedlib tests benchmarks
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/pytest
+
+test: lint pytest
+
+bench: setup
+	$(BIN)/pytest benchmarks --benchmark-only --benchmark-columns=mean,stddev,rounds -s
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks

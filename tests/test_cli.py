@@ -1,0 +1,150 @@
+"""The `embedlib` command as a user runs it: a real process, a real database.
+
+Bad input must give one line on stderr, exit status 2, no traceback, and
+leave nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from psycopg2 import sql
+
+from embedlib.schema import find_relation
+
+
+def run_cli(*args: str, dsn: str | None, env: dict[str, str] | None = None, stdin: str | None = None):
+    environment = {k: v for k, v in os.environ.items() if k not in ("EMBEDLIB_DSN", "DATABASE_URL", "EMBED_WORKERS")}
+    if dsn:
+        environment["EMBEDLIB_DSN"] = dsn
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "embedlib", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        input=stdin,
+        timeout=300,
+    )
+
+
+def assert_clean_failure(result, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert result.stdout == ""
+
+
+def test_ingest_maps_the_original_command_and_prints_json(dsn, tables, sample_texts):
+    table = tables.source(sample_texts[:40])
+    result = run_cli("ingest", table, "10", "--workers", "4", "--json", dsn=dsn)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["rows"], report["encoded"], report["executor"], report["workers"]) == (40, 40, "threaded", 4)
+    assert report["batch_size"] == 10
+    for key in ("skipped", "failed", "seconds", "rows_per_s", "read_s", "encode_s", "write_s"):
+        assert key in report
+    assert len(tables.embeddings(table)) == 40
+
+
+def test_progress_bar_and_env_workers(dsn, tables, sample_texts):
+    table = tables.source(sample_texts[:20])
+    result = run_cli("ingest", table, "--batch-size", "5", dsn=dsn, env={"EMBED_WORKERS": "2"})
+    assert result.returncode == 0, result.stderr
+    assert "row/s" in result.stderr  # tqdm's rate
+    assert "embedded 20 rows" in result.stdout and "threaded x2" in result.stdout
+
+
+def test_load_then_ingest_metrics_only(dsn, tables, tmp_path):
+    table = tables.name("loaded")
+    text_file = tmp_path / "lines.txt"
+    text_file.write_text("first line\n\nsecond line\r\nthird, with 'quotes' and \\backslash\\\n", encoding="utf-8")
+    result = run_cli("load", table, str(text_file), dsn=dsn)
+    assert result.returncode == 0, result.stderr
+    assert "loaded 3 rows" in result.stdout
+    result = run_cli("load", table, "-", dsn=dsn, stdin="from stdin\n")
+    assert result.returncode == 0, result.stderr
+    with tables.conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT text FROM {} ORDER BY id").format(sql.Identifier(table)))
+        assert [r[0] for r in cur.fetchall()] == [
+            "first line",
+            "second line",
+            "third, with 'quotes' and \\backslash\\",
+            "from stdin",
+        ]
+    assert_clean_failure(run_cli("ingest", table, "--metrics-only", dsn=dsn), "does not exist yet")
+
+
+def test_load_refuses_nul_and_keeps_table_unchanged(dsn, tables, tmp_path):
+    table = tables.source(["kept"])
+    text_file = tmp_path / "bad.txt"
+    text_file.write_text("fine\nbad \x00 line\n", encoding="utf-8")
+    assert_clean_failure(run_cli("load", table, str(text_file), dsn=dsn), "line 2", "NUL")
+    with tables.conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT text FROM {}").format(sql.Identifier(table)))
+        assert cur.fetchall() == [("kept",)]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["ingest", "no_such_table"], ["table 'no_such_table' does not exist"]),
+        (["ingest", "{table}", "--text-column", "nope"], ["no column 'nope'"]),
+        (["ingest", "{table}", "--text-column", "id"], ["is bigint, not a text type"]),
+        (["ingest", "{table}", "--id-column", "text"], ["no unique index"]),
+        (["ingest", "{table}", "--workers", "0"], ["--workers", ">= 1"]),
+        (["ingest", "{table}", "abc"], ["expected a whole number"]),
+        (["ingest", "{table}", "--executor", "bogus"], ["invalid choice: 'bogus'"]),
+        (["ingest", "{table}", "10", "--batch-size", "20"], ["disagree"]),
+        (["ingest", "{table}", "--target", "x" * 70], ["longer than"]),
+        (["load", "{table}", "/no/such/file.txt"], ["cannot read"]),
+        (["frobnicate"], ["invalid choice"]),
+    ],
+)
+def test_bad_input_fails_cleanly_and_writes_nothing(dsn, conn, tables, args, fragments):
+    table = tables.source(["one", "two"])
+    result = run_cli(*[a.format(table=table) for a in args], dsn=dsn)
+    assert_clean_failure(result, *fragments)
+    assert find_relation(conn, f"{table}_embeddings") is None
+
+
+def test_bad_env_workers(dsn, conn, tables):
+    table = tables.source(["one"])
+    assert_clean_failure(run_cli("ingest", table, dsn=dsn, env={"EMBED_WORKERS": "many"}), "EMBED_WORKERS")
+    assert find_relation(conn, f"{table}_embeddings") is None
+
+
+@pytest.mark.model
+def test_missing_model_fails_cleanly(dsn, conn, tables):
+    table = tables.source(["one"])
+    result = run_cli("ingest", table, "--model", "no-such-org/no-such-model", dsn=dsn)
+    assert_clean_failure(result, "cannot load model 'no-such-org/no-such-model'")
+    assert find_relation(conn, f"{table}_embeddings") is None
+
+
+def test_unreachable_database_hides_the_password():
+    dsn = "postgresql://alice:s3cr3t-pw@127.0.0.1:1/nowhere"
+    result = run_cli("ingest", "sentences", "--dsn", dsn, dsn=None)
+    assert_clean_failure(result, "cannot connect to the database")
+    assert "s3cr3t-pw" not in result.stderr
+    keyword = run_cli("ingest", "sentences", dsn="host=127.0.0.1 port=1 user=bob password=hunter2xyz dbname=x")
+    assert_clean_failure(keyword, "cannot connect")
+    assert "hunter2xyz" not in keyword.stderr
+
+
+def test_hostile_identifiers_are_quoted(dsn, conn, tables):
+    name = tables.name('we"ird; DROP TABLE x; --')
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL('CREATE TABLE {} ("the id" int PRIMARY KEY, "tëxt col" text)').format(sql.Identifier(name)))
+        cur.execute(sql.SQL("INSERT INTO {} VALUES (1, 'hello'), (2, 'world')").format(sql.Identifier(name)))
+    result = run_cli("ingest", name, "--id-column", "the id", "--text-column", "tëxt col", "--json", dsn=dsn)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["rows"] == 2
+    assert find_relation(conn, f"{name}_embeddings") is not None
