@@ -24,7 +24,7 @@ demo: setup
 	$(BIN)/embedlib demo
 
 lint: setup
-	$(BIN)/ruff check embedlib tests benchmarks
+	$(BIN)/ruff check embedlib tests benchmarks conftest.py
 	$(BIN)/mypy
 
 pytest: setup

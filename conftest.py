@@ -1,4 +1,4 @@
-"""Shared fixtures: a real PostgreSQL with pgvector, and fresh tables per test.
+"""Fixtures shared by tests/ and benchmarks/: a real PostgreSQL with pgvector, fresh tables per test.
 
 The server is the one in ``EMBEDLIB_TEST_DSN`` when set, else an embedded
 server in a temporary EMBEDLIB_HOME (started once per session).
@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import psycopg2
@@ -109,4 +108,11 @@ def st_model():  # type: ignore[no-untyped-def]
     return resolve_encoder("all-MiniLM-L6-v2")._model  # type: ignore[attr-defined]
 
 
-REPO = Path(__file__).resolve().parent.parent
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Benchmarks run only under ``--benchmark-only``: plain ``pytest`` is the test suite."""
+    if config.getoption("benchmark_only", default=False):
+        return
+    skip = pytest.mark.skip(reason="benchmark: run with pytest --benchmark-only")
+    for item in items:
+        if "benchmarks" in item.path.parts:
+            item.add_marker(skip)
