@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -146,8 +147,15 @@ def _dsn_of(args: argparse.Namespace) -> str | None:
     return getattr(args, "dsn", None) or env_dsn()
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SystemExit unwinds like Ctrl-C: running batches finish or roll back,
+    # connections close, and the embedded server's atexit hook stops it.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return int(args.handler(args))
     except EmbedlibError as exc:

@@ -76,15 +76,6 @@ class Settings:
     def target_table(self) -> str:
         return self.target or f"{self.table}_embeddings"
 
-    @classmethod
-    def from_env(cls, table: str, **overrides: Any) -> Settings:
-        """Settings with the DSN and workers taken from the environment unless given."""
-        if overrides.get("dsn") is None:
-            overrides["dsn"] = env_dsn()
-        if overrides.get("workers") is None:
-            overrides["workers"] = env_workers()
-        return cls(table=table, **overrides)
-
 
 def _require_positive(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

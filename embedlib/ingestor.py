@@ -100,11 +100,7 @@ class Ingestor:
             with _progress_bar(report.pending, enabled=self.progress) as bar:
                 batches = self._batches(reader, report, bar)
                 for result in self.executor.map_unordered(functools.partial(BatchWorker, spec), batches):
-                    report.rows += result.rows
-                    report.encoded += result.encoded
-                    report.failed += result.failed
-                    report.encode_s += result.encode_s
-                    report.write_s += result.write_s
+                    report.add(result)
                     bar.update(result.rows + result.failed)
             refresh_started = time.perf_counter()
             refresh_frequency(conn, source, target)

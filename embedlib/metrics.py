@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from embedlib.encoder import Encoder
+
+if TYPE_CHECKING:
+    from embedlib.worker import BatchResult
 
 UNKNOWN_TOKENS = -1  # written when the encoder has no tokenizer; stored as NULL
 
@@ -68,6 +72,14 @@ class IngestReport:
     def rows_per_s(self) -> float:
         working = self.seconds - self.setup_s
         return self.rows / working if working > 0 else 0.0
+
+    def add(self, batch: BatchResult) -> None:
+        """Count one finished batch."""
+        self.rows += batch.rows
+        self.encoded += batch.encoded
+        self.failed += batch.failed
+        self.encode_s += batch.encode_s
+        self.write_s += batch.write_s
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)

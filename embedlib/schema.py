@@ -22,36 +22,32 @@ METRIC_COLUMNS = ("model", "text_hash", "char_length", "token_count", "truncated
 
 
 @dataclass(frozen=True)
-class SourceTable:
+class Relation:
     schema: str
     name: str
-    id_column: str
-    text_column: str
-    id_type: str  # as format_type prints it, e.g. 'bigint' or 'character varying(20)'
 
     @property
     def ident(self) -> sql.Composed:
+        """The quoted, schema-qualified name, for composing statements."""
         return qualified(self.schema, self.name)
 
     @property
     def label(self) -> str:
+        """The name for messages and reports."""
         return f"{self.schema}.{self.name}"
 
 
 @dataclass(frozen=True)
-class TargetTable:
-    schema: str
-    name: str
+class SourceTable(Relation):
+    id_column: str
+    text_column: str
+    id_type: str  # as format_type prints it, e.g. 'bigint' or 'character varying(20)'
+
+
+@dataclass(frozen=True)
+class TargetTable(Relation):
     id_type: str
     dimension: int
-
-    @property
-    def ident(self) -> sql.Composed:
-        return qualified(self.schema, self.name)
-
-    @property
-    def label(self) -> str:
-        return f"{self.schema}.{self.name}"
 
 
 def find_relation(conn: Connection, name: str) -> tuple[str, str, int] | None:
