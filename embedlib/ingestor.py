@@ -16,7 +16,7 @@ from embedlib.errors import ConfigError, SchemaError
 from embedlib.executors import Executor, make_executor
 from embedlib.metrics import IngestReport
 from embedlib.schema import SourceTable, TargetTable, ensure_target, existing_target, inspect_source
-from embedlib.sink import refresh_frequency
+from embedlib.sink import delete_embeddings, refresh_frequency
 from embedlib.source import PendingReader, count_pending
 from embedlib.worker import BatchWorker, WorkerSpec
 
@@ -98,7 +98,7 @@ class Ingestor:
             )
             spec = WorkerSpec(dsn=dsn, target=target, model=s.model, metrics_only=s.metrics_only)
             with _progress_bar(report.pending, enabled=self.progress) as bar:
-                batches = self._batches(reader, report, bar)
+                batches = self._batches(reader, conn, target, report, bar)
                 for result in self.executor.map_unordered(functools.partial(BatchWorker, spec), batches):
                     report.add(result)
                     bar.update(result.rows + result.failed)
@@ -128,15 +128,21 @@ class Ingestor:
         conn.commit()
         return source, target, label
 
-    def _batches(self, reader: PendingReader, report: IngestReport, bar: Any) -> Iterator[Batch]:
+    def _batches(
+        self, reader: PendingReader, conn: Connection, target: TargetTable, report: IngestReport, bar: Any
+    ) -> Iterator[Batch]:
         for window in reader:
             rows: list[PendingRow] = []
+            blank_ids: list[str] = []
             for row in window:
                 if is_blank(row.text):
-                    report.skipped += 1
+                    blank_ids.append(row.id)
                 else:
                     rows.append(row)
-            bar.update(len(window) - len(rows))
+            report.skipped += len(blank_ids)
+            if not self.settings.metrics_only:
+                delete_embeddings(conn, target, blank_ids)
+            bar.update(len(blank_ids))
             yield from make_batches(rows, self.settings.batch_size)
 
 

@@ -109,6 +109,20 @@ def _metric_columns(text_hashes: Sequence[str], metrics: TextMetrics) -> list[co
     ]
 
 
+def delete_embeddings(conn: Connection, target: TargetTable, ids: Sequence[str]) -> int:
+    """Remove the vectors of rows whose text is now blank: they describe text that is gone."""
+    if not ids:
+        return 0
+    statement = sql.SQL("DELETE FROM {target} WHERE id = ANY (CAST(%s AS {id_type}[]))").format(
+        target=target.ident, id_type=sql.SQL(target.id_type)
+    )
+    with conn.cursor() as cur:
+        cur.execute(statement, (list(ids),))
+        deleted = cur.rowcount
+    conn.commit()
+    return deleted
+
+
 def refresh_frequency(conn: Connection, source: SourceTable, target: TargetTable) -> int:
     """Set ``frequency`` (rows of the source holding the same text) set-wise, in one statement.
 

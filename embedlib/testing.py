@@ -16,6 +16,8 @@ import numpy as np
 class HashEncoder:
     """Unit vectors derived from each text's SHA-256. Picklable, thread-safe."""
 
+    max_tokens = 64  # "tokens" are whitespace-separated words here
+
     def __init__(self, dimension: int = 16, name: str = "hash-encoder") -> None:
         self.dimension = dimension
         self.name = name
@@ -28,5 +30,3 @@ class HashEncoder:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(t.split()) for t in texts]
-
-    max_tokens = 64

@@ -45,6 +45,17 @@ def test_rerun_encodes_nothing_and_changed_text_is_reembedded(dsn, conn, tables,
     assert all(np.array_equal(after[k], before[k]) for k in before if k != "7")
 
 
+def test_text_that_becomes_blank_loses_its_stale_vector(dsn, conn, tables):
+    table = tables.source(["kept", "to be blanked", "to be nulled"])
+    Ingestor(dsn, table=table).run()
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("UPDATE {} SET text = ' ' WHERE id = 2").format(sql.Identifier(table)))
+        cur.execute(sql.SQL("UPDATE {} SET text = NULL WHERE id = 3").format(sql.Identifier(table)))
+    report = Ingestor(dsn, table=table).run()
+    assert (report.rows, report.skipped) == (0, 2)
+    assert sorted(tables.embeddings(table)) == ["1"]
+
+
 def test_metrics_are_those_of_the_text(dsn, tables, st_model):
     long_text = "word " * 400  # far past the model's 256 tokens
     texts = ["short one", long_text, "short one", "héllo wörld"]
