@@ -78,7 +78,7 @@ class Ingestor:
         dsn = resolve_dsn(s.dsn)
         conn = connect(dsn)
         try:
-            source, target, label = self._prepare(conn)
+            source, target, label, pending = self._prepare(conn)
             setup_s = time.perf_counter() - started
             conn.autocommit = True  # reads need no transaction; each query sees the latest commits
             report = IngestReport(
@@ -91,7 +91,6 @@ class Ingestor:
                 metrics_only=s.metrics_only,
                 setup_s=setup_s,
             )
-            pending = count_pending(conn, source, target, label, metrics_only=s.metrics_only)
             report.pending = pending if limit is None else min(pending, limit)
             reader = PendingReader(
                 conn, source, target, label, window_size=s.window_size, limit=limit, metrics_only=s.metrics_only
@@ -111,22 +110,33 @@ class Ingestor:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _prepare(self, conn: Connection) -> tuple[SourceTable, TargetTable, str]:
-        """Check everything before writing anything: source, model, then extension and target."""
+    def _prepare(self, conn: Connection) -> tuple[SourceTable, TargetTable, str, int]:
+        """Check everything before writing anything: source, model, then extension and target.
+
+        Returns the tables, the model's label and the number of pending rows.
+        The model is loaded only when there is work (a few seconds saved on
+        every run over an up-to-date table): a missing or different model
+        always finds work, since rows embedded by another model are pending.
+        """
         s = self.settings
         source = inspect_source(conn, s.table, s.id_column, s.text_column)
         label = model_label(s.model)
+        target = existing_target(conn, source, s.target)
+        if s.metrics_only and target is None:
+            raise SchemaError(f"table {s.target_table!r} does not exist yet: run ingest without --metrics-only")
+        pending = None if target is None else count_pending(conn, source, target, label, metrics_only=s.metrics_only)
         if s.metrics_only:
-            target = existing_target(conn, source, s.target)
-            if target is None:
-                raise SchemaError(f"table {s.target_table!r} does not exist yet: run ingest without --metrics-only")
-            resolve_encoder(s.model)  # the tokenizer counts tokens
-        else:
+            if pending:
+                resolve_encoder(s.model)  # its tokenizer counts tokens
+        elif pending is None or pending > 0:
             encoder = resolve_encoder(s.model)
             ensure_vector_extension(conn)
             target = ensure_target(conn, source, s.target, encoder.dimension)
+        assert target is not None
+        if pending is None:
+            pending = count_pending(conn, source, target, label)
         conn.commit()
-        return source, target, label
+        return source, target, label, pending
 
     def _batches(
         self, reader: PendingReader, conn: Connection, target: TargetTable, report: IngestReport, bar: Any

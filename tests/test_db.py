@@ -95,9 +95,9 @@ def test_schema_qualified_source(dsn, conn, tables):
 
 def test_target_of_another_dimension_is_refused(dsn, tables):
     table = tables.source(["one", "two"])
-    Ingestor(dsn, table=table, model=HashEncoder(dimension=8)).run()
+    Ingestor(dsn, table=table, model=HashEncoder(dimension=8, name="small")).run()
     with pytest.raises(SchemaError, match="8-dimensional"):
-        Ingestor(dsn, table=table, model=HashEncoder(dimension=16)).run()
+        Ingestor(dsn, table=table, model=HashEncoder(dimension=16, name="large")).run()
     assert len(tables.embeddings(table)) == 2
 
 
