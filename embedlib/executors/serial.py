@@ -16,9 +16,12 @@ class SerialExecutor(Executor):
         super().__init__(1)  # one worker by definition; a larger count is ignored
 
     def map_unordered(self, make_worker: WorkerFactory, batches: Iterable[Batch]) -> Iterator[BatchResult]:
-        worker = make_worker()
+        worker = None  # made at the first batch: a run with nothing to do loads no model
         try:
             for batch in batches:
+                if worker is None:
+                    worker = make_worker()
                 yield worker(batch)
         finally:
-            worker.close()
+            if worker is not None:
+                worker.close()
