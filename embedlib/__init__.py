@@ -1,7 +1,10 @@
 """embedlib: turn PostgreSQL tables of text into pgvector embeddings.
 
-from embedlib import Ingestor
-report = Ingestor(table="sentences").run()
+Example::
+
+    from embedlib import Ingestor
+
+    report = Ingestor(table="sentences").run()
 """
 
 from embedlib.config import DEFAULT_MODEL, Settings
