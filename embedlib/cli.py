@@ -117,7 +117,7 @@ def _load(args: argparse.Namespace) -> int:
         stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
         raise ConfigError(f"cannot read {args.file!r}: {exc.strerror}") from None
-    conn = connect(resolve_dsn(args.dsn or env_dsn()))
+    conn = connect(resolve_dsn(_dsn_of(args)))
     try:
         with stream:
             count = load_lines(conn, args.table, stream, text_column=args.text_column)
@@ -133,7 +133,7 @@ def _demo(args: argparse.Namespace) -> int:
     from embedlib.demo import run_demo
 
     return run_demo(
-        dsn=args.dsn or env_dsn(),
+        dsn=_dsn_of(args),
         model=args.model,
         executor=args.executor,
         workers=args.workers if args.workers is not None else env_workers(),

@@ -9,7 +9,7 @@ from psycopg2 import sql
 
 from embedlib import copybin
 from embedlib.db import Connection
-from embedlib.errors import ConfigError, SchemaError
+from embedlib.errors import ConfigError
 from embedlib.schema import find_relation, inspect_source
 
 CHUNK_LINES = 10_000
@@ -32,10 +32,8 @@ def load_lines(conn: Connection, table: str, lines: Iterable[str], *, text_colum
                 ).format(ident, sql.Identifier(text_column))
             )
     else:
-        source = inspect_source(conn, table, "id", text_column) if _has_id(conn, found[2]) else None
-        if source is None:
-            raise SchemaError(f"table {table!r} has no 'id' column; load creates or appends to tables (id, text)")
-        ident = source.ident
+        # the same checks as ingest, so that what load appends can be ingested
+        ident = inspect_source(conn, table, "id", text_column).ident
     copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(ident, sql.Identifier(text_column))
     loaded = 0
     try:
@@ -48,12 +46,6 @@ def load_lines(conn: Connection, table: str, lines: Iterable[str], *, text_colum
         conn.rollback()
         raise
     return loaded
-
-
-def _has_id(conn: Connection, oid: int) -> bool:
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_attribute WHERE attrelid = %s AND attname = 'id' AND NOT attisdropped", (oid,))
-        return cur.fetchone() is not None
 
 
 def _texts(lines: Iterable[str]) -> Iterator[str]:

@@ -25,6 +25,10 @@ class TextMetrics:
     token_count: np.ndarray  # UNKNOWN_TOKENS where the encoder cannot count
     truncated: np.ndarray  # token_count > the model's max sequence length
 
+    def take(self, index: np.ndarray) -> TextMetrics:
+        """The metrics at ``index`` (e.g. one entry per row from one per distinct text)."""
+        return TextMetrics(self.char_length[index], self.token_count[index], self.truncated[index])
+
     @classmethod
     def of(cls, encoder: Encoder, texts: Sequence[str]) -> TextMetrics:
         char_length = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))

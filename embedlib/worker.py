@@ -74,7 +74,7 @@ class BatchWorker:
         index = batch.text_index[row_keep]
         ids = [row_id for row_id, kept in zip(batch.ids, row_keep, strict=True) if kept]
         hashes = [batch.text_hashes[i] for i in index]
-        row_metrics = TextMetrics(metrics.char_length[index], metrics.token_count[index], metrics.truncated[index])
+        row_metrics = metrics.take(index)
         if ids:
             if vectors is None:
                 self._sink.write_metrics(ids, hashes, row_metrics)

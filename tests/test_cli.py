@@ -82,6 +82,15 @@ def test_load_then_ingest_metrics_only(dsn, tables, tmp_path):
     assert_clean_failure(run_cli("ingest", table, "--metrics-only", dsn=dsn), "does not exist yet")
 
 
+def test_load_refuses_a_table_it_could_not_ingest(dsn, conn, tables, tmp_path):
+    table = tables.name("noid")
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE TABLE {} (body text)").format(sql.Identifier(table)))
+    text_file = tmp_path / "lines.txt"
+    text_file.write_text("a line\n", encoding="utf-8")
+    assert_clean_failure(run_cli("load", table, str(text_file), dsn=dsn), "no column 'id'")
+
+
 def test_load_refuses_nul_and_keeps_table_unchanged(dsn, tables, tmp_path):
     table = tables.source(["kept"])
     text_file = tmp_path / "bad.txt"
