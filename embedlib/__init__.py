@@ -10,7 +10,15 @@ Example::
 from embedlib.config import DEFAULT_MODEL, Settings
 from embedlib.encoder import Encoder
 from embedlib.errors import ConfigError, DatabaseError, EmbedlibError, ModelError, SchemaError
-from embedlib.executors import EXECUTORS, Executor, SerialExecutor, ThreadedExecutor, make_executor
+from embedlib.executors import (
+    EXECUTORS,
+    Executor,
+    PipelinedExecutor,
+    ProcessExecutor,
+    SerialExecutor,
+    ThreadedExecutor,
+    make_executor,
+)
 from embedlib.ingestor import Ingestor
 from embedlib.metrics import IngestReport
 
@@ -27,6 +35,8 @@ __all__ = [
     "IngestReport",
     "Ingestor",
     "ModelError",
+    "PipelinedExecutor",
+    "ProcessExecutor",
     "SchemaError",
     "SerialExecutor",
     "Settings",

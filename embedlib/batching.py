@@ -1,13 +1,16 @@
-"""From a window of pending rows to batches for the encoder.
+"""From rows to batches for the encoder: pure functions, no database.
 
 A window holds many batches' worth of rows. Within it, rows with the same
 text are folded so each distinct text is encoded once, and distinct texts
 are sorted by length so each batch pads to a similar length (the model pads
-every text in a call to the longest one).
+every text in a call to the longest one). A batch closes at ``batch_size``
+texts, or earlier when ``batch_tokens`` is set and one more text would make
+``texts x longest`` exceed it (token-budget batching).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -18,16 +21,20 @@ class PendingRow(NamedTuple):
     id: str  # the source id in its text form; cast back to its type on write
     text: str | None
     text_hash: str | None  # md5 of the text, computed by PostgreSQL
+    stored: bool = False  # the target has a row for this id already (an old text or model)
 
 
 @dataclass(frozen=True)
 class Batch:
-    """Distinct texts to encode, and every row that holds one of them."""
+    """Distinct texts to encode (or whose vectors are known), and every row that holds one of them."""
 
     texts: list[str]
     text_hashes: list[str]  # one per distinct text
+    frequencies: np.ndarray  # one per distinct text: rows of the whole source that hold it
     ids: list[str]  # one per row
     text_index: np.ndarray  # for each row, the position of its text in ``texts``
+    vectors: np.ndarray | None = None  # stored vectors reused for ``texts``; None: encode them
+    new_rows: bool = False  # no row of the batch was in the target when read: a plain COPY can insert them
 
     @property
     def rows(self) -> int:
@@ -39,31 +46,80 @@ def is_blank(text: str | None) -> bool:
     return text is None or not text.strip()
 
 
-def make_batches(rows: list[PendingRow], batch_size: int) -> list[Batch]:
-    """Fold duplicate texts, sort by length, cut into batches of ``batch_size`` distinct texts."""
-    ids_by_hash: dict[str, list[str]] = {}
-    text_by_hash: dict[str, str] = {}
+def estimated_tokens(text: str) -> int:
+    """A cheap token estimate for batching: English averages about 4 characters a token."""
+    return len(text) // 4 + 2  # + [CLS] and [SEP]
+
+
+@dataclass
+class TextGroup:
+    """One distinct text and the ids of the rows holding it."""
+
+    text_hash: str
+    text: str
+    ids: list[str]
+    stored: bool  # some row holding it has a target row already
+
+
+def group_by_text(rows: list[PendingRow]) -> list[TextGroup]:
+    """Fold rows with the same text (blank rows must be filtered out before)."""
+    groups: dict[str, TextGroup] = {}
     for row in rows:
         assert row.text is not None and row.text_hash is not None, "blank rows are filtered before batching"
-        ids_by_hash.setdefault(row.text_hash, []).append(row.id)
-        text_by_hash[row.text_hash] = row.text
-    ordered = sorted(text_by_hash, key=lambda h: len(text_by_hash[h]))
+        group = groups.get(row.text_hash)
+        if group is None:
+            groups[row.text_hash] = TextGroup(row.text_hash, row.text, [row.id], row.stored)
+        else:
+            group.ids.append(row.id)
+            group.stored = group.stored or row.stored
+    return list(groups.values())
 
-    batches = []
-    for start in range(0, len(ordered), batch_size):
-        hashes = ordered[start : start + batch_size]
-        ids: list[str] = []
-        index: list[int] = []
-        for position, text_hash in enumerate(hashes):
-            holders = ids_by_hash[text_hash]
-            ids.extend(holders)
-            index.extend([position] * len(holders))
-        batches.append(
-            Batch(
-                texts=[text_by_hash[h] for h in hashes],
-                text_hashes=hashes,
-                ids=ids,
-                text_index=np.array(index, dtype=np.intp),
-            )
-        )
+
+def make_batches(
+    groups: list[TextGroup],
+    batch_size: int,
+    *,
+    frequencies: Mapping[str, int],
+    batch_tokens: int = 0,
+    max_tokens: int | None = None,
+) -> list[Batch]:
+    """Sort distinct texts by length and cut them into batches.
+
+    ``frequencies`` gives how many source rows hold a text (absent: one).
+    ``max_tokens`` is the model's sequence limit: longer texts are truncated,
+    so they cost no more than that.
+    """
+    ordered = sorted(groups, key=lambda g: len(g.text))
+    batches: list[Batch] = []
+    start = 0
+    while start < len(ordered):
+        end = min(start + batch_size, len(ordered))
+        if batch_tokens:
+            end = start + 1
+            while end < len(ordered) and end - start < batch_size:
+                longest = estimated_tokens(ordered[end].text)  # sorted: the newcomer is the longest
+                if max_tokens:
+                    longest = min(longest, max_tokens)
+                if (end - start + 1) * longest > batch_tokens:
+                    break
+                end += 1
+        batches.append(batch_of(ordered[start:end], frequencies))
+        start = end
     return batches
+
+
+def batch_of(groups: list[TextGroup], frequencies: Mapping[str, int], vectors: np.ndarray | None = None) -> Batch:
+    ids: list[str] = []
+    index: list[int] = []
+    for position, group in enumerate(groups):
+        ids.extend(group.ids)
+        index.extend([position] * len(group.ids))
+    return Batch(
+        texts=[g.text for g in groups],
+        text_hashes=[g.text_hash for g in groups],
+        frequencies=np.array([frequencies.get(g.text_hash, 1) for g in groups], dtype=np.int64),
+        ids=ids,
+        text_index=np.array(index, dtype=np.intp),
+        vectors=vectors,
+        new_rows=not any(g.stored for g in groups),
+    )

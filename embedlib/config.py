@@ -57,6 +57,8 @@ class Settings:
     # Rows read per query. Larger than a batch so that duplicates can be
     # folded and texts sorted by length across several batches.
     window_size: int = 0
+    # A cap on estimated tokens per batch (texts x longest), 0 for none; see batching.
+    batch_tokens: int = 0
     metrics_only: bool = False
 
     def __post_init__(self) -> None:
@@ -71,6 +73,8 @@ class Settings:
         if self.window_size == 0:
             object.__setattr__(self, "window_size", max(1000, 10 * self.batch_size))
         _require_positive("window_size", self.window_size)
+        if isinstance(self.batch_tokens, bool) or not isinstance(self.batch_tokens, int) or self.batch_tokens < 0:
+            raise ConfigError(f"batch_tokens must be a whole number >= 0, got {self.batch_tokens!r}")
 
     @property
     def target_table(self) -> str:

@@ -12,6 +12,7 @@ big-endian wire format (see the helpers below), or a list of ``bytes``
 from __future__ import annotations
 
 import struct
+import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,8 +41,32 @@ def fixed_text(values: Sequence[str], width: int) -> np.ndarray:
     return np.array(values, dtype=f"S{width}")
 
 
+def constant_text(value: str, rows: int) -> np.ndarray:
+    """The same text on every row, as a fixed-width column (no per-row Python work)."""
+    encoded = value.encode("utf-8")
+    if b"\0" in encoded or not encoded:
+        raise ValueError("constant text must be non-empty and hold no NUL")  # numpy would strip trailing NULs
+    return np.full(rows, encoded, dtype=f"S{len(encoded)}")
+
+
 def text(values: Sequence[str]) -> list[bytes]:
     return [value.encode("utf-8") for value in values]
+
+
+# Binary wire formats of the id types embedlib can COPY directly (others go through text and a cast).
+_INTEGER_IDS = {"smallint": ">i2", "integer": ">i4", "bigint": ">i8"}
+_TEXT_IDS = ("text", "character varying")
+
+
+def ids(values: Sequence[str], id_type: str) -> Column | None:
+    """Ids (in their text form) in the binary format of ``id_type``, or None if not supported here."""
+    if id_type in _INTEGER_IDS:
+        return np.array([int(v) for v in values], dtype=np.int64).astype(_INTEGER_IDS[id_type])
+    if id_type == "uuid":
+        return np.array([uuid.UUID(v).bytes for v in values], dtype="S16")
+    if id_type.startswith(_TEXT_IDS):
+        return text(values)
+    return None
 
 
 def vector(matrix: np.ndarray) -> np.ndarray:
@@ -100,3 +125,30 @@ def _rows_of(block: np.ndarray) -> list[memoryview]:
     raw = memoryview(block.tobytes())
     size = block.dtype.itemsize
     return [raw[start : start + size] for start in range(0, len(raw), size)]
+
+
+def read_hashes_and_vectors(data: bytes, dimension: int) -> tuple[list[str], np.ndarray]:
+    """Parse ``COPY (SELECT text_hash, embedding ...) TO STDOUT (FORMAT binary)`` output.
+
+    Every row has the same width (a 32-character md5 and a vector of
+    ``dimension``), so the whole body is one numpy structured array.
+    """
+    if not data.startswith(HEADER[:11]):
+        raise ValueError("not a binary COPY stream")
+    extension_length = struct.unpack(">i", data[15:19])[0]
+    body = data[19 + extension_length : -len(TRAILER)]
+    row = np.dtype(
+        [
+            ("n_fields", ">i2"),
+            ("hash_length", ">i4"),
+            ("hash", "S32"),
+            ("vector_length", ">i4"),
+            ("dim", ">i2"),
+            ("unused", ">i2"),
+            ("values", ">f4", (dimension,)),
+        ]
+    )
+    rows = np.frombuffer(body, dtype=row)
+    if len(rows) and not ((rows["hash_length"] == 32).all() and (rows["dim"] == dimension).all()):
+        raise ValueError("unexpected row layout in binary COPY stream")
+    return [h.decode("ascii") for h in rows["hash"]], rows["values"].astype(np.float32)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -139,3 +140,12 @@ def _quiet_transformers() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
+
+
+def limit_torch_threads(threads: int) -> None:
+    """Cap the threads torch computes on in this process, now or when it is imported later."""
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)

@@ -5,19 +5,19 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from embedlib.batching import Batch, PendingRow, is_blank, make_batches
 from embedlib.config import DEFAULT_MODEL, Settings, env_dsn, env_workers
 from embedlib.db import Connection, connect, ensure_vector_extension, resolve_dsn
 from embedlib.encoder import Encoder, model_label, resolve_encoder
 from embedlib.errors import ConfigError, SchemaError
-from embedlib.executors import Executor, make_executor
+from embedlib.executors import Executor, WorkerFactory, make_executor
 from embedlib.metrics import IngestReport
+from embedlib.planner import Planner, PlanOptions
 from embedlib.schema import SourceTable, TargetTable, ensure_target, existing_target, inspect_source
-from embedlib.sink import delete_embeddings, refresh_frequency
-from embedlib.source import PendingReader, count_pending
+from embedlib.sink import refresh_frequency
+from embedlib.source import PendingReader, count_pending, duplicate_counts
 from embedlib.worker import BatchWorker, WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class Ingestor:
         executor: str | Executor = "auto",
         workers: int | None = None,
         window_size: int = 0,
+        batch_tokens: int = 0,
         metrics_only: bool = False,
         progress: bool = False,
     ) -> None:
@@ -65,6 +66,7 @@ class Ingestor:
             executor=self.executor.name,
             workers=self.executor.workers,
             window_size=window_size,
+            batch_tokens=batch_tokens,
             metrics_only=metrics_only,
         )
         self.progress = progress
@@ -92,19 +94,27 @@ class Ingestor:
                 setup_s=setup_s,
             )
             report.pending = pending if limit is None else min(pending, limit)
-            reader = PendingReader(
-                conn, source, target, label, window_size=s.window_size, limit=limit, metrics_only=s.metrics_only
-            )
+            duplicates = duplicate_counts(conn, source)
             spec = WorkerSpec(dsn=dsn, target=target, model=s.model, metrics_only=s.metrics_only)
+            options = PlanOptions(
+                batch_size=s.batch_size,
+                batch_tokens=s.batch_tokens,
+                max_tokens=getattr(resolve_encoder(s.model), "max_tokens", None)
+                if s.batch_tokens and pending
+                else None,
+                metrics_only=s.metrics_only,
+            )
             with _progress_bar(report.pending, enabled=self.progress) as bar:
-                batches = self._batches(reader, conn, target, report, bar)
-                for result in self.executor.map_unordered(functools.partial(BatchWorker, spec), batches):
-                    report.add(result)
-                    bar.update(result.rows + result.failed)
+                run = _Run(conn, source, target, label, duplicates, functools.partial(BatchWorker, spec), report, bar)
+                first = self._pass(run, options, limit=limit)
+                if first.deferred:
+                    # Rows whose text was still being encoded when the planner met them again:
+                    # its vector is stored now, so this pass over the same ids reuses it.
+                    options.defer_in_flight = False
+                    self._pass(run, options, after=first.resume_after, until=first.last_id, again=True)
             refresh_started = time.perf_counter()
-            refresh_frequency(conn, source, target)
+            refresh_frequency(conn, target, duplicates)
             report.write_s += time.perf_counter() - refresh_started
-            report.read_s = reader.seconds
         finally:
             conn.close()
         report.seconds = time.perf_counter() - started
@@ -138,22 +148,59 @@ class Ingestor:
         conn.commit()
         return source, target, label, pending
 
-    def _batches(
-        self, reader: PendingReader, conn: Connection, target: TargetTable, report: IngestReport, bar: Any
-    ) -> Iterator[Batch]:
-        for window in reader:
-            rows: list[PendingRow] = []
-            blank_ids: list[str] = []
-            for row in window:
-                if is_blank(row.text):
-                    blank_ids.append(row.id)
-                else:
-                    rows.append(row)
-            report.skipped += len(blank_ids)
-            if not self.settings.metrics_only:
-                delete_embeddings(conn, target, blank_ids)
-            bar.update(len(blank_ids))
-            yield from make_batches(rows, self.settings.batch_size)
+    def _pass(
+        self,
+        run: _Run,
+        options: PlanOptions,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        until: str | None = None,
+        again: bool = False,
+    ) -> Planner:
+        """One scan of the source: plan batches, run them on the executor, add up the results.
+
+        ``again``: a second scan of ids the first one covered, whose blank rows are counted already.
+        """
+        s = self.settings
+        reader = PendingReader(
+            run.conn,
+            run.source,
+            run.target,
+            run.label,
+            window_size=s.window_size,
+            limit=limit,
+            metrics_only=s.metrics_only,
+            after=after,
+            until=until,
+        )
+        planner = Planner(run.conn, run.target, run.label, run.duplicates, options)
+        skipped = 0
+        for result in self.executor.map_unordered(run.make_worker, planner.batches(reader)):
+            run.report.add(result)
+            newly_skipped = 0 if again else planner.skipped - skipped
+            run.bar.update(result.rows + result.failed + newly_skipped)
+            skipped = planner.skipped
+        if not again:
+            run.report.skipped += planner.skipped
+            run.bar.update(planner.skipped - skipped)
+        run.report.read_s += reader.seconds
+        planner.last_id = reader.last_id
+        return planner
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every pass of one run shares."""
+
+    conn: Connection
+    source: SourceTable
+    target: TargetTable
+    label: str  # the model's
+    duplicates: dict[str, int]  # source.duplicate_counts
+    make_worker: WorkerFactory
+    report: IngestReport
+    bar: Any
 
 
 def _progress_bar(total: int, *, enabled: bool) -> Any:

@@ -205,8 +205,12 @@ def ensure_target(conn: Connection, source: SourceTable, target: str | None, dim
                     dimension=sql.Literal(dimension),
                 )
             )
-            # Frequency refresh and (later) vector reuse look rows up by text hash.
+            # Vector reuse and the frequency refresh look rows up by text hash; the
+            # refresh also finds rows whose frequency is not 1 (few) by the partial index.
             cur.execute(sql.SQL("CREATE INDEX ON {} (text_hash)").format(table.ident))
+            cur.execute(
+                sql.SQL("CREATE INDEX ON {} (text_hash) WHERE frequency IS DISTINCT FROM 1").format(table.ident)
+            )
     elif table.dimension != dimension:
         conn.rollback()
         raise SchemaError(

@@ -7,18 +7,20 @@ so a run stopped at any moment leaves no half-written batch behind.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+import psycopg2.errors
 from psycopg2 import sql
 
 from embedlib import copybin
 from embedlib.db import Connection
 from embedlib.metrics import UNKNOWN_TOKENS, TextMetrics
-from embedlib.schema import SourceTable, TargetTable
+from embedlib.schema import TargetTable
 
 _STAGE = sql.Identifier("embedlib_stage")
 _METRICS_STAGE = sql.Identifier("embedlib_metrics_stage")
+_DUPLICATES = sql.Identifier("embedlib_duplicates")
 
 # Columns shared by both staging tables, in COPY order (id last: the only variable-width one).
 _METRIC_STAGE_COLUMNS = "text_hash text, char_length int4, token_count int4, truncated bool, id text"
@@ -45,32 +47,93 @@ class Sink:
         self._staged.add(key)
 
     def write_embeddings(
-        self, ids: Sequence[str], text_hashes: Sequence[str], vectors: np.ndarray, metrics: TextMetrics
+        self,
+        ids: Sequence[str],
+        text_hashes: Sequence[str],
+        vectors: np.ndarray,
+        metrics: TextMetrics,
+        frequencies: np.ndarray,
+        *,
+        new_rows: bool = False,
     ) -> None:
-        """Upsert one row per id; metric arrays and vectors are per row here."""
-        self._stage(_STAGE, f"embedding vector({self._target.dimension}), norm float4, {_METRIC_STAGE_COLUMNS}")
+        """Store one row per id; metric arrays, frequencies and vectors are per row here.
+
+        ``new_rows`` says no id had a target row when it was read: then one
+        COPY straight into the target does it, as fast as the database can
+        load rows. Otherwise (or if a row appeared since) the rows go through
+        a staging table and an upsert.
+        """
         norms = np.linalg.norm(vectors, axis=1)
+        if new_rows and self._insert(ids, text_hashes, vectors, norms, metrics, frequencies):
+            return
+        self._stage(
+            _STAGE, f"embedding vector({self._target.dimension}), norm float4, frequency int4, {_METRIC_STAGE_COLUMNS}"
+        )
         data = copybin.payload(
-            [copybin.vector(vectors), copybin.float4(norms), *_metric_columns(text_hashes, metrics), copybin.text(ids)]
+            [
+                copybin.vector(vectors),
+                copybin.float4(norms),
+                copybin.int4(frequencies),
+                *_metric_columns(text_hashes, metrics),
+                copybin.text(ids),
+            ]
         )
         upsert = sql.SQL(
             """
             INSERT INTO {target} AS t
-                (id, embedding, model, text_hash, char_length, token_count, truncated, norm, embedded_at)
+                (id, embedding, model, text_hash, char_length, token_count, truncated, norm, frequency, embedded_at)
             SELECT CAST(s.id AS {id_type}), s.embedding, %(model)s, s.text_hash, s.char_length,
                    NULLIF(s.token_count, %(unknown)s),
                    CASE WHEN s.token_count = %(unknown)s THEN NULL ELSE s.truncated END,
-                   s.norm, now()
+                   s.norm, s.frequency, now()
             FROM pg_temp.{stage} s
             ON CONFLICT (id) DO UPDATE SET
                 embedding = EXCLUDED.embedding, model = EXCLUDED.model, text_hash = EXCLUDED.text_hash,
                 char_length = EXCLUDED.char_length, token_count = EXCLUDED.token_count,
-                truncated = EXCLUDED.truncated, norm = EXCLUDED.norm, embedded_at = EXCLUDED.embedded_at,
-                -- a changed text may have a different frequency: refreshed at the end of the run
-                frequency = CASE WHEN t.text_hash = EXCLUDED.text_hash THEN t.frequency END
+                truncated = EXCLUDED.truncated, norm = EXCLUDED.norm, frequency = EXCLUDED.frequency,
+                embedded_at = EXCLUDED.embedded_at
             """
         ).format(target=self._target.ident, id_type=sql.SQL(self._target.id_type), stage=_STAGE)
         self._copy_and_run(_STAGE, data, upsert)
+
+    def _insert(
+        self,
+        ids: Sequence[str],
+        text_hashes: Sequence[str],
+        vectors: np.ndarray,
+        norms: np.ndarray,
+        metrics: TextMetrics,
+        frequencies: np.ndarray,
+    ) -> bool:
+        """COPY rows straight into the target; False (and nothing written) if that cannot be done."""
+        id_column = copybin.ids(ids, self._target.id_type)
+        if id_column is None or (metrics.token_count == UNKNOWN_TOKENS).any():
+            return False  # an id type or a NULL this fast path does not encode
+        data = copybin.payload(
+            [
+                copybin.vector(vectors),
+                copybin.float4(norms),
+                copybin.int4(frequencies),
+                *_metric_columns(text_hashes, metrics),
+                copybin.constant_text(self._model, len(ids)),
+                id_column,
+            ]
+        )
+        copy = sql.SQL(
+            "COPY {target} (embedding, norm, frequency, text_hash, char_length, token_count, truncated, model, id) "
+            "FROM STDIN (FORMAT binary)"
+        ).format(target=self._target.ident)
+        try:
+            with self._conn.cursor() as cur:
+                cur.copy_expert(copy, io.BytesIO(data), size=len(data))
+            self._conn.commit()
+        except psycopg2.errors.UniqueViolation:
+            self._conn.rollback()  # a row appeared since it was read (another ingestor): upsert instead
+            return False
+        except BaseException:
+            self._conn.rollback()
+            raise
+        return True
 
     def write_metrics(self, ids: Sequence[str], text_hashes: Sequence[str], metrics: TextMetrics) -> None:
         """Update metrics of rows already embedded (norm recomputed from the stored vector)."""
@@ -123,22 +186,49 @@ def delete_embeddings(conn: Connection, target: TargetTable, ids: Sequence[str])
     return deleted
 
 
-def refresh_frequency(conn: Connection, source: SourceTable, target: TargetTable) -> int:
-    """Set ``frequency`` (rows of the source holding the same text) set-wise, in one statement.
+def refresh_frequency(conn: Connection, target: TargetTable, duplicates: Mapping[str, int]) -> int:
+    """Correct ``frequency`` where the source changed since it was written; returns rows changed.
 
-    Counting per row with a query each would be one scan per row; this is one
-    scan of the source per run, whatever the executor. Returns rows changed.
+    Writes store each row's frequency (from ``source.duplicate_counts``, taken
+    at the start of the run); what can be stale are rows this run did not
+    write whose text gained or lost duplicates. Those are rows holding a
+    duplicated text, found through the text-hash index, and rows whose
+    frequency is not 1, found through a partial index: never a scan of the
+    whole target.
     """
-    statement = sql.SQL(
-        """
-        UPDATE {target} AS t SET frequency = f.n
-        FROM (SELECT md5(s.{text}) AS text_hash, count(*)::int AS n
-              FROM {source} s WHERE s.{text} IS NOT NULL GROUP BY 1) AS f
-        WHERE t.text_hash = f.text_hash AND t.frequency IS DISTINCT FROM f.n
-        """
-    ).format(target=target.ident, source=source.ident, text=sql.Identifier(source.text_column))
-    with conn.cursor() as cur:
-        cur.execute(statement)
-        changed = cur.rowcount
-    conn.commit()
+    autocommit = conn.autocommit
+    conn.autocommit = False  # one transaction: the temporary table lives until its commit
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("CREATE TEMP TABLE {} (text_hash text PRIMARY KEY, n int4) ON COMMIT DROP").format(_DUPLICATES)
+            )
+            data = copybin.payload(
+                [
+                    copybin.fixed_text(list(duplicates), 32),
+                    copybin.int4(np.fromiter(duplicates.values(), dtype=np.int64, count=len(duplicates))),
+                ]
+            )
+            cur.copy_expert(sql.SQL("COPY pg_temp.{} FROM STDIN (FORMAT binary)").format(_DUPLICATES), io.BytesIO(data))
+            cur.execute(sql.SQL("ANALYZE pg_temp.{}").format(_DUPLICATES))
+            cur.execute(
+                sql.SQL(
+                    "UPDATE {target} t SET frequency = d.n FROM pg_temp.{duplicates} d "
+                    "WHERE t.text_hash = d.text_hash AND t.frequency IS DISTINCT FROM d.n"
+                ).format(target=target.ident, duplicates=_DUPLICATES)
+            )
+            changed = cur.rowcount
+            cur.execute(
+                sql.SQL(
+                    "UPDATE {target} t SET frequency = 1 WHERE t.frequency IS DISTINCT FROM 1 "
+                    "AND NOT EXISTS (SELECT FROM pg_temp.{duplicates} d WHERE d.text_hash = t.text_hash)"
+                ).format(target=target.ident, duplicates=_DUPLICATES)
+            )
+            changed += cur.rowcount
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.autocommit = autocommit
     return changed

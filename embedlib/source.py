@@ -1,49 +1,105 @@
-"""Reading the rows that need work, in id order, a window at a time.
+"""Reading the source: the rows that need work, and what the target already knows.
 
-Keyset pagination (``id > last id``) over the source's unique index: each
-window is one short query, memory does not grow with the table, and a run
-stopped half-way loses nothing, because "needs work" is decided by the
+Rows are read in id order, a chunk of the source's unique index at a time
+(keyset pagination: ``id > last id``, never OFFSET). Each chunk looks its
+rows up in the target by primary key, so a query costs the same whether the
+target holds ten rows or ten million, memory does not grow with the table,
+and a run stopped half-way loses nothing: "needs work" is decided by the
 target itself (no row, an old text hash, or another model).
 """
 
 from __future__ import annotations
 
+import io
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
+import numpy as np
 from psycopg2 import sql
 
+from embedlib import copybin
 from embedlib.batching import PendingRow
 from embedlib.db import Connection, fetch_all
 from embedlib.schema import SourceTable, TargetTable
 
 # Rows with no embedding yet, or whose text or model changed since.
-_NEEDS_EMBEDDING = sql.SQL(
-    "t.id IS NULL OR t.text_hash IS DISTINCT FROM md5(s.{text}) OR t.model IS DISTINCT FROM %(model)s"
-)
+_NEEDS_EMBEDDING = sql.SQL("t.id IS NULL OR t.text_hash IS DISTINCT FROM h.md5 OR t.model IS DISTINCT FROM %(model)s")
 # Rows already embedded from their current text (what --metrics-only recomputes).
-_EMBEDDED = sql.SQL("t.id IS NOT NULL AND t.text_hash = md5(s.{text}) AND t.model = %(model)s")
+_EMBEDDED = sql.SQL("t.id IS NOT NULL AND t.text_hash = h.md5 AND t.model = %(model)s")
 
 
-def _condition(source: SourceTable, metrics_only: bool) -> sql.Composed:
-    template = _EMBEDDED if metrics_only else _NEEDS_EMBEDDING
-    return template.format(text=sql.Identifier(source.text_column))
+def _condition(metrics_only: bool) -> sql.SQL:
+    return _EMBEDDED if metrics_only else _NEEDS_EMBEDDING
+
+
+def _chunk_rows(source: SourceTable, target: TargetTable, chunk: sql.Composable) -> sql.Composed:
+    """``FROM``: rows of ``chunk`` (a relation with the source's columns) as ``s``, their md5 as
+    ``h.md5`` and their target row, if any, as ``t``."""
+    return sql.SQL(
+        "FROM {chunk} s CROSS JOIN LATERAL (SELECT md5(s.{text})) AS h(md5) LEFT JOIN {target} t ON t.id = s.{id}"
+    ).format(
+        chunk=chunk, text=sql.Identifier(source.text_column), target=target.ident, id=sql.Identifier(source.id_column)
+    )
 
 
 def count_pending(
     conn: Connection, source: SourceTable, target: TargetTable, model: str, *, metrics_only: bool = False
 ) -> int:
-    query = sql.SQL("SELECT count(*) FROM {source} s LEFT JOIN {target} t ON t.id = s.{id} WHERE {cond}").format(
-        source=source.ident,
-        target=target.ident,
-        id=sql.Identifier(source.id_column),
-        cond=_condition(source, metrics_only),
+    query = sql.SQL("SELECT count(*) {rows} WHERE {cond}").format(
+        rows=_chunk_rows(source, target, source.ident), cond=_condition(metrics_only)
     )
     return int(fetch_all(conn, query, {"model": model})[0][0])
 
 
+def duplicate_counts(conn: Connection, source: SourceTable) -> dict[str, int]:
+    """Texts held by more than one row, by md5: one scan of the source, no target involved.
+
+    Every other text has a frequency of one. The map grows with the number
+    of distinct duplicated texts (about 100 bytes each), not with the table.
+    """
+    query = sql.SQL(
+        "SELECT md5({text}), count(*) FROM {source} WHERE {text} IS NOT NULL GROUP BY 1 HAVING count(*) > 1"
+    ).format(text=sql.Identifier(source.text_column), source=source.ident)
+    return {text_hash: int(n) for text_hash, n in fetch_all(conn, query)}
+
+
+def has_vectors(conn: Connection, target: TargetTable, model: str) -> bool:
+    """Whether the target holds any vector made by ``model``."""
+    query = sql.SQL("SELECT EXISTS (SELECT FROM {target} WHERE model = %s)").format(target=target.ident)
+    return bool(fetch_all(conn, query, (model,))[0][0])
+
+
+def stored_vectors(
+    conn: Connection, target: TargetTable, model: str, text_hashes: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Vectors the target already holds for these text hashes, made by ``model`` (binary COPY out)."""
+    if not text_hashes:
+        return {}
+    with conn.cursor() as cur:
+        query = cur.mogrify(
+            sql.SQL(
+                # One index probe per hash, whatever the planner thinks of the table's statistics
+                # (it chose a scan of the whole target for 600 hashes out of a million rows).
+                "SELECT h.text_hash, e.embedding FROM unnest(%s::text[]) AS h(text_hash) "
+                "CROSS JOIN LATERAL (SELECT embedding FROM {target} t "
+                "WHERE t.text_hash = h.text_hash AND t.model = %s LIMIT 1) AS e"
+            ).format(target=target.ident),
+            (list(text_hashes), model),
+        )
+        out = io.BytesIO()
+        cur.copy_expert(b"COPY (" + query + b") TO STDOUT (FORMAT binary)", out)
+    hashes, vectors = copybin.read_hashes_and_vectors(out.getvalue(), target.dimension)
+    return dict(zip(hashes, vectors, strict=True))
+
+
 class PendingReader:
-    """Iterates windows of pending rows; ``seconds`` is the time spent in queries."""
+    """Iterates windows of pending rows in id order; ``seconds`` is the time spent in queries.
+
+    A window is what one chunk of ``window_size`` source rows holds that
+    needs work (fewer rows, or none, where the target is up to date).
+    ``after`` starts the scan after that id (in its text form), ``until``
+    ends it at that id.
+    """
 
     def __init__(
         self,
@@ -55,45 +111,74 @@ class PendingReader:
         window_size: int,
         limit: int | None = None,
         metrics_only: bool = False,
+        after: str | None = None,
+        until: str | None = None,
     ) -> None:
         self._conn = conn
         self._model = model
         self._window_size = window_size
         self._limit = limit
+        self._after = after
+        self._until = until
         self.seconds = 0.0
-        parts = {
-            "source": source.ident,
-            "target": target.ident,
-            "id": sql.Identifier(source.id_column),
-            "text": sql.Identifier(source.text_column),
-            "id_type": sql.SQL(source.id_type),  # from format_type: already quoted
-            "cond": _condition(source, metrics_only),
-        }
-        select = (
-            "SELECT s.{id}::text, s.{text}, md5(s.{text}) "
-            "FROM {source} s LEFT JOIN {target} t ON t.id = s.{id} WHERE ({cond}) "
+        self.last_id: str | None = None  # the last id read so far
+        id_column = sql.Identifier(source.id_column)
+        as_id = sql.SQL(" AS {}) ").format(sql.SQL(source.id_type))  # format_type: quoted already
+
+        def chunk(lower_bound: bool) -> sql.Composed:
+            bounds: list[sql.Composable] = [sql.SQL("TRUE")]
+            if lower_bound:
+                bounds.append(sql.SQL("{} > CAST(%(after)s").format(id_column) + as_id)
+            if until is not None:
+                bounds.append(sql.SQL("{} <= CAST(%(until)s").format(id_column) + as_id)
+            return sql.SQL("(SELECT {id}, {text} FROM {source} WHERE {bounds} ORDER BY {id} LIMIT %(chunk)s)").format(
+                id=id_column,
+                text=sql.Identifier(source.text_column),
+                source=source.ident,
+                bounds=sql.SQL(" AND ").join(bounds),
+            )
+
+        # Every row of the chunk comes back, so the scan knows where the chunk
+        # ended, but the text only of rows that need work.
+        select = sql.SQL(
+            "SELECT s.{id}::text, {cond}, CASE WHEN {cond} THEN s.{text} END, h.md5, t.id IS NOT NULL "
+            "{rows} ORDER BY s.{id}"
         )
-        order = "ORDER BY s.{id} LIMIT %(limit)s"
-        self._first_query = sql.SQL(select + order).format(**parts)
-        self._next_query = sql.SQL(select + "AND s.{id} > CAST(%(after)s AS {id_type}) " + order).format(**parts)
+        parts = {
+            "id": id_column,
+            "text": sql.Identifier(source.text_column),
+            "cond": _condition(metrics_only),
+        }
+        self._first_query = select.format(rows=_chunk_rows(source, target, chunk(False)), **parts)
+        self._next_query = select.format(rows=_chunk_rows(source, target, chunk(True)), **parts)
 
     def __iter__(self) -> Iterator[list[PendingRow]]:
         remaining = self._limit
-        after: str | None = None
+        after = self._after
         while remaining is None or remaining > 0:
-            size = self._window_size if remaining is None else min(self._window_size, remaining)
             started = time.perf_counter()
             query = self._first_query if after is None else self._next_query
-            rows = [
-                PendingRow(*row)
-                for row in fetch_all(self._conn, query, {"model": self._model, "after": after, "limit": size})
-            ]
+            chunk = fetch_all(
+                self._conn,
+                query,
+                {"model": self._model, "after": after, "until": self._until, "chunk": self._window_size},
+            )
             self.seconds += time.perf_counter() - started
-            if not rows:
+            if not chunk:
                 return
-            yield rows
-            after = rows[-1].id
+            window = [
+                PendingRow(row_id, text, text_hash, stored)
+                for row_id, pending, text, text_hash, stored in chunk
+                if pending
+            ]
+            after = chunk[-1][0]
             if remaining is not None:
-                remaining -= len(rows)
-            if len(rows) < size:
+                if len(window) > remaining:
+                    window = window[:remaining]
+                    after = window[-1].id
+                remaining -= len(window)
+            self.last_id = after
+            if window:
+                yield window
+            if len(chunk) < self._window_size:
                 return

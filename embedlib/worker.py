@@ -42,7 +42,20 @@ class BatchResult:
     write_s: float
 
 
+@dataclass(frozen=True)
+class EncodedBatch:
+    """A batch between its two halves: vectors (None in metrics-only mode) and metrics, per distinct text."""
+
+    batch: Batch
+    vectors: np.ndarray | None
+    metrics: TextMetrics
+    encoded: int  # texts run through the model
+    encode_s: float
+
+
 class BatchWorker:
+    """Encodes and writes batches; ``encode`` and ``write`` can also run apart (see the pipelined executor)."""
+
     def __init__(self, spec: WorkerSpec) -> None:
         self._spec = spec
         self._encoder = resolve_encoder(spec.model)
@@ -50,21 +63,30 @@ class BatchWorker:
         self._sink = Sink(self._conn, spec.target, model_label(spec.model))
 
     def __call__(self, batch: Batch) -> BatchResult:
+        return self.write(self.encode(batch))
+
+    def encode(self, batch: Batch) -> EncodedBatch:
+        """The compute half: metrics, and vectors unless they are reused or not wanted. Thread-safe."""
         started = time.perf_counter()
         metrics = TextMetrics.of(self._encoder, batch.texts)
-        if self._spec.metrics_only:
-            encoded = 0
-            vectors = None
-        else:
+        encoded = 0
+        vectors = None
+        if batch.vectors is not None:
+            vectors = batch.vectors  # stored for the same text by the same model: reused
+        elif not self._spec.metrics_only:
             encoded = len(batch.texts)
             vectors = self._encoder.encode(batch.texts)
-            if vectors.shape != (len(batch.texts), self._spec.target.dimension):
-                raise ValueError(
-                    f"encoder returned shape {vectors.shape} for {len(batch.texts)} texts, "
-                    f"expected (n, {self._spec.target.dimension})"
-                )
-        encoded_at = time.perf_counter()
+        if vectors is not None and vectors.shape != (len(batch.texts), self._spec.target.dimension):
+            raise ValueError(
+                f"encoder returned shape {vectors.shape} for {len(batch.texts)} texts, "
+                f"expected (n, {self._spec.target.dimension})"
+            )
+        return EncodedBatch(batch, vectors, metrics, encoded, time.perf_counter() - started)
 
+    def write(self, encoded: EncodedBatch) -> BatchResult:
+        """The database half: one transaction on this worker's connection."""
+        started = time.perf_counter()
+        batch, vectors = encoded.batch, encoded.vectors
         # Expand per-text results to per-row, dropping texts whose vector is not finite.
         keep = np.ones(len(batch.texts), dtype=bool) if vectors is None else np.isfinite(vectors).all(axis=1)
         row_keep = keep[batch.text_index]
@@ -74,18 +96,20 @@ class BatchWorker:
         index = batch.text_index[row_keep]
         ids = [row_id for row_id, kept in zip(batch.ids, row_keep, strict=True) if kept]
         hashes = [batch.text_hashes[i] for i in index]
-        row_metrics = metrics.take(index)
+        row_metrics = encoded.metrics.take(index)
         if ids:
             if vectors is None:
                 self._sink.write_metrics(ids, hashes, row_metrics)
             else:
-                self._sink.write_embeddings(ids, hashes, vectors[index], row_metrics)
+                self._sink.write_embeddings(
+                    ids, hashes, vectors[index], row_metrics, batch.frequencies[index], new_rows=batch.new_rows
+                )
         return BatchResult(
             rows=len(ids),
-            encoded=encoded,
+            encoded=encoded.encoded,
             failed=failed,
-            encode_s=encoded_at - started,
-            write_s=time.perf_counter() - encoded_at,
+            encode_s=encoded.encode_s,
+            write_s=time.perf_counter() - started,
         )
 
     def close(self) -> None:

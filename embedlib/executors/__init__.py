@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from embedlib.errors import ConfigError
 from embedlib.executors.base import Executor, Worker, WorkerFactory
+from embedlib.executors.pipelined import PipelinedExecutor
+from embedlib.executors.process import ProcessExecutor
 from embedlib.executors.serial import SerialExecutor
 from embedlib.executors.threaded import ThreadedExecutor
 
 EXECUTORS: dict[str, type[Executor]] = {
     SerialExecutor.name: SerialExecutor,
+    PipelinedExecutor.name: PipelinedExecutor,
+    ProcessExecutor.name: ProcessExecutor,
     ThreadedExecutor.name: ThreadedExecutor,
 }
 
@@ -35,6 +39,8 @@ __all__ = [
     "AUTO",
     "EXECUTORS",
     "Executor",
+    "PipelinedExecutor",
+    "ProcessExecutor",
     "SerialExecutor",
     "ThreadedExecutor",
     "Worker",

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Protocol
 
 from embedlib.batching import Batch
 from embedlib.errors import ConfigError
-from embedlib.worker import BatchResult
+from embedlib.worker import BatchResult, EncodedBatch
 
 
 class Worker(Protocol):
+    """What ``worker.BatchWorker`` offers: a whole batch, or its compute and database halves apart."""
+
     def __call__(self, batch: Batch) -> BatchResult: ...
+
+    def encode(self, batch: Batch) -> EncodedBatch: ...
+
+    def write(self, encoded: EncodedBatch) -> BatchResult: ...
 
     def close(self) -> None: ...
 
@@ -49,3 +56,26 @@ class Executor(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(workers={self.workers})"
+
+
+def bounded_map(
+    submit: Callable[[Batch], Future[BatchResult]], batches: Iterable[Batch], in_flight_limit: int
+) -> Iterator[BatchResult]:
+    """Submit batches to a pool, at most ``in_flight_limit`` at a time, and yield results as they finish.
+
+    The bound keeps memory flat however large the table: reading waits for
+    the pool. Batches not yet started when an error stops the run are cancelled.
+    """
+    in_flight: set[Future[BatchResult]] = set()
+    try:
+        for batch in batches:
+            in_flight.add(submit(batch))
+            if len(in_flight) >= in_flight_limit:
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                yield from (future.result() for future in done)
+        while in_flight:
+            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            yield from (future.result() for future in done)
+    finally:
+        for future in in_flight:
+            future.cancel()

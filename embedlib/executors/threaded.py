@@ -4,16 +4,19 @@ The caller's thread keeps reading and planning batches while workers
 encode and write: at most ``2 x workers`` batches are in flight, so memory
 stays bounded however large the table. Workers share the process's model;
 see ``encoder.SentenceTransformerEncoder`` for why its calls are serialised.
+That lock is also what keeps threads x torch threads within the cores: one
+encode runs at a time, on all of them. Threads pay off where workers wait
+(a remote database or embedding service), not where they compute.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 
 from embedlib.batching import Batch
-from embedlib.executors.base import Executor, Worker, WorkerFactory
+from embedlib.executors.base import Executor, Worker, WorkerFactory, bounded_map
 from embedlib.worker import BatchResult
 
 
@@ -35,19 +38,9 @@ class ThreadedExecutor(Executor):
             return worker(batch)
 
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="embedlib-worker")
-        in_flight: set[Future[BatchResult]] = set()
         try:
-            for batch in batches:
-                in_flight.add(pool.submit(run, batch))
-                if len(in_flight) >= 2 * self.workers:
-                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                    yield from (future.result() for future in done)
-            while in_flight:
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                yield from (future.result() for future in done)
+            yield from bounded_map(lambda batch: pool.submit(run, batch), batches, 2 * self.workers)
         finally:
-            for future in in_flight:
-                future.cancel()
             pool.shutdown(wait=True)  # batches already running finish and commit
             for worker in created:
                 worker.close()

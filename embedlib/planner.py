@@ -1,0 +1,121 @@
+"""From windows of pending rows to batches: what to skip, what to reuse, what to encode.
+
+For each window the planner
+- counts blank rows as skipped (and deletes the vectors they had: that text is gone);
+- folds rows with the same text, so each distinct text is encoded once;
+- reuses the vector the target already holds for a text (same model), by
+  hash, so a text that appears again later in the run, or was embedded by an
+  earlier run for another row, costs no encoding;
+- defers the rows of a text that this run has sent to the encoder but whose
+  vector is not committed yet (still in flight): they stay pending, and the
+  Ingestor's second pass picks them up and reuses the vector;
+- sorts what is left by length and cuts it into batches.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedlib.batching import Batch, PendingRow, TextGroup, batch_of, group_by_text, is_blank, make_batches
+from embedlib.db import Connection
+from embedlib.schema import TargetTable
+from embedlib.sink import delete_embeddings
+from embedlib.source import PendingReader, has_vectors, stored_vectors
+
+
+@dataclass
+class PlanOptions:
+    batch_size: int
+    batch_tokens: int = 0  # 0: cap batches by rows only
+    max_tokens: int | None = None  # the model's sequence limit
+    metrics_only: bool = False
+    defer_in_flight: bool = True  # False in the second pass: encode whatever is left
+    recent_hashes: int = 100_000  # how many texts sent to the encoder are remembered
+
+
+class Planner:
+    """Plans the batches of one pass over a ``PendingReader``.
+
+    After the pass: ``skipped`` blank rows, ``deferred`` rows left for a
+    second pass (which should start after ``resume_after``).
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        target: TargetTable,
+        model: str,
+        frequencies: Mapping[str, int],
+        options: PlanOptions,
+    ) -> None:
+        self._conn = conn
+        self._target = target
+        self._model = model
+        self._frequencies = frequencies
+        self._options = options
+        self._sent: OrderedDict[str, None] = OrderedDict()  # hashes sent to the encoder, oldest first
+        self.skipped = 0
+        self.deferred = 0
+        self.resume_after: str | None = None
+        self.last_id: str | None = None  # where the pass ended (set by its caller)
+        self._had_vectors = options.metrics_only or has_vectors(conn, target, model)
+
+    def batches(self, reader: PendingReader) -> Iterator[Batch]:
+        before = reader.last_id
+        for window in reader:
+            yield from self._plan(window, before)
+            before = reader.last_id
+
+    def _plan(self, window: list[PendingRow], read_after: str | None) -> Iterator[Batch]:
+        options = self._options
+        rows = [row for row in window if not is_blank(row.text)]
+        blank_ids = [row.id for row in window if is_blank(row.text)]
+        self.skipped += len(blank_ids)
+        if blank_ids and not options.metrics_only:
+            delete_embeddings(self._conn, self._target, blank_ids)
+        groups = group_by_text(rows)
+        if options.metrics_only:
+            yield from self._cut(groups)
+            return
+
+        # A target that held no vector of this model when the run began can only
+        # hold the vectors of texts this run has sent to the encoder.
+        candidates = [g.text_hash for g in groups if self._had_vectors or g.text_hash in self._sent]
+        stored = stored_vectors(self._conn, self._target, self._model, candidates)
+        reuse = [g for g in groups if g.text_hash in stored]
+        to_encode = []
+        for group in groups:
+            if group.text_hash in stored:
+                continue
+            if options.defer_in_flight and group.text_hash in self._sent:
+                if not self.deferred:
+                    self.resume_after = read_after
+                self.deferred += len(group.ids)
+                continue
+            to_encode.append(group)
+            self._remember(group.text_hash)
+
+        for start in range(0, len(reuse), options.batch_size):
+            part = reuse[start : start + options.batch_size]
+            vectors = np.stack([stored[g.text_hash] for g in part])
+            yield batch_of(part, self._frequencies, vectors)
+        yield from self._cut(to_encode)
+
+    def _cut(self, groups: list[TextGroup]) -> list[Batch]:
+        options = self._options
+        return make_batches(
+            groups,
+            options.batch_size,
+            frequencies=self._frequencies,
+            batch_tokens=options.batch_tokens,
+            max_tokens=options.max_tokens,
+        )
+
+    def _remember(self, text_hash: str) -> None:
+        self._sent[text_hash] = None
+        if len(self._sent) > self._options.recent_hashes:
+            self._sent.popitem(last=False)  # O(1); deleting a plain dict's first key is not
