@@ -51,12 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     running = _Parser(add_help=False)
-    running.add_argument("--workers", type=_positive_int, help="parallel workers (default: $EMBED_WORKERS, else 1)")
+    running.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="parallel workers: writer threads (pipelined), threads, or processes "
+        "(default: $EMBED_WORKERS, else the executor's own)",
+    )
     running.add_argument(
         "--executor",
         choices=[AUTO, *EXECUTORS],
         default=AUTO,
-        help="how batches run (default: auto = serial for 1 worker, threaded for more)",
+        help="how batches run (default: auto = pipelined: one encoder, reads and writes overlapped)",
     )
     running.add_argument("--model", default=DEFAULT_MODEL, help="model name or local path (default: %(default)s)")
     running.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -68,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         "batch_size", nargs="?", type=_positive_int, help=f"texts per encode call ({DEFAULT_BATCH_SIZE})"
     )
     ingest.add_argument("--batch-size", dest="batch_size_option", type=_positive_int, help="same as BATCH_SIZE")
+    ingest.add_argument(
+        "--batch-tokens",
+        type=_positive_int,
+        default=0,
+        help="also cap each batch at this many estimated tokens (texts x longest); default: rows only",
+    )
     ingest.add_argument("--limit", type=_positive_int, help="process at most this many pending rows")
     ingest.add_argument("--metrics-only", action="store_true", help="recompute metrics of embedded rows, no encoding")
     ingest.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
@@ -102,6 +113,7 @@ def _ingest(args: argparse.Namespace) -> int:
         batch_size=args.batch_size or args.batch_size_option or DEFAULT_BATCH_SIZE,
         executor=args.executor,
         workers=args.workers,
+        batch_tokens=args.batch_tokens,
         metrics_only=args.metrics_only,
         progress=not args.quiet and not args.json,
     ).run(limit=args.limit)

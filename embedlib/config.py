@@ -24,11 +24,11 @@ def env_dsn() -> str | None:
     return None
 
 
-def env_workers() -> int:
-    """``EMBED_WORKERS`` as a positive int (default 1)."""
+def env_workers() -> int | None:
+    """``EMBED_WORKERS`` as an int, or None when unset (each executor has its own default)."""
     raw = os.environ.get(WORKERS_ENV_VAR, "").strip()
     if not raw:
-        return 1
+        return None
     try:
         workers = int(raw)
     except ValueError:

@@ -27,7 +27,7 @@ def sample_lines() -> list[str]:
 
 
 def run_demo(
-    *, dsn: str | None, model: str, executor: str, workers: int, query: str, progress: bool, as_json: bool
+    *, dsn: str | None, model: str, executor: str, workers: int | None, query: str, progress: bool, as_json: bool
 ) -> int:
     dsn = resolve_dsn(dsn)
     conn = connect(dsn)

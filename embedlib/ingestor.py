@@ -26,12 +26,13 @@ log = logging.getLogger(__name__)
 class Ingestor:
     """Embed every row of ``table`` that needs it and store vectors and metrics.
 
-    >>> report = Ingestor(table="sentences", workers=2, executor="threaded").run()
+    >>> report = Ingestor(table="sentences").run()
 
     ``dsn`` defaults to ``EMBEDLIB_DSN``, then ``DATABASE_URL``, then the
-    embedded server; ``workers`` to ``EMBED_WORKERS``, then 1. ``executor``
-    is a name (``"serial"``, ``"threaded"``, or ``"auto"``: serial for one
-    worker, threaded for more) or an Executor instance.
+    embedded server. ``executor`` is a name from ``executors.EXECUTORS``
+    (``"auto"`` is the pipelined one) or an Executor instance; ``workers``
+    (default ``EMBED_WORKERS``, else the executor's own default) is what it
+    runs in parallel. ``batch_tokens`` caps a batch's estimated tokens.
     """
 
     def __init__(
@@ -51,6 +52,9 @@ class Ingestor:
         metrics_only: bool = False,
         progress: bool = False,
     ) -> None:
+        # An executor made here is this Ingestor's, shut down after each run; one
+        # passed in is the caller's (a process pool, say, kept warm between runs).
+        self._owns_executor = not isinstance(executor, Executor)
         if isinstance(executor, Executor):
             self.executor = executor
         else:
@@ -117,6 +121,8 @@ class Ingestor:
             report.write_s += time.perf_counter() - refresh_started
         finally:
             conn.close()
+            if self._owns_executor:
+                self.executor.shutdown()
         report.seconds = time.perf_counter() - started
         return report
 

@@ -35,6 +35,9 @@ class Sink:
         self._model = model
         self._staged: set[str] = set()
 
+    def close(self) -> None:
+        self._conn.close()
+
     def _stage(self, name: sql.Identifier, columns: str) -> None:
         key = name.string
         if key in self._staged:

@@ -59,8 +59,13 @@ class BatchWorker:
     def __init__(self, spec: WorkerSpec) -> None:
         self._spec = spec
         self._encoder = resolve_encoder(spec.model)
-        self._conn = connect(spec.dsn)
-        self._sink = Sink(self._conn, spec.target, model_label(spec.model))
+        self._sink: Sink | None = None  # connected at the first write: a worker that only encodes needs none
+
+    @property
+    def sink(self) -> Sink:
+        if self._sink is None:
+            self._sink = Sink(connect(self._spec.dsn), self._spec.target, model_label(self._spec.model))
+        return self._sink
 
     def __call__(self, batch: Batch) -> BatchResult:
         return self.write(self.encode(batch))
@@ -99,9 +104,9 @@ class BatchWorker:
         row_metrics = encoded.metrics.take(index)
         if ids:
             if vectors is None:
-                self._sink.write_metrics(ids, hashes, row_metrics)
+                self.sink.write_metrics(ids, hashes, row_metrics)
             else:
-                self._sink.write_embeddings(
+                self.sink.write_embeddings(
                     ids, hashes, vectors[index], row_metrics, batch.frequencies[index], new_rows=batch.new_rows
                 )
         return BatchResult(
@@ -113,4 +118,5 @@ class BatchWorker:
         )
 
     def close(self) -> None:
-        self._conn.close()
+        if self._sink is not None:
+            self._sink.close()

@@ -47,7 +47,7 @@ def test_ingest_maps_the_original_command_and_prints_json(dsn, tables, sample_te
     result = run_cli("ingest", table, "10", "--workers", "4", "--json", dsn=dsn)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert (report["rows"], report["encoded"], report["executor"], report["workers"]) == (40, 40, "threaded", 4)
+    assert (report["rows"], report["encoded"], report["executor"], report["workers"]) == (40, 40, "pipelined", 4)
     assert report["batch_size"] == 10
     for key in ("skipped", "failed", "seconds", "rows_per_s", "read_s", "encode_s", "write_s"):
         assert key in report
@@ -59,7 +59,7 @@ def test_progress_bar_and_env_workers(dsn, tables, sample_texts):
     result = run_cli("ingest", table, "--batch-size", "5", dsn=dsn, env={"EMBED_WORKERS": "2"})
     assert result.returncode == 0, result.stderr
     assert "row/s" in result.stderr  # tqdm's rate
-    assert "embedded 20 rows" in result.stdout and "threaded x2" in result.stdout
+    assert "embedded 20 rows" in result.stdout and "pipelined x2" in result.stdout
 
 
 def test_load_then_ingest_metrics_only(dsn, tables, tmp_path):

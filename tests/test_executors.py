@@ -7,10 +7,12 @@ real model checks that threads sharing it neither race nor change vectors.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
-from embedlib import EXECUTORS, ConfigError, Ingestor, SerialExecutor, ThreadedExecutor, make_executor
+from embedlib import EXECUTORS, ConfigError, Ingestor, PipelinedExecutor, ThreadedExecutor, make_executor
 from embedlib.testing import HashEncoder
 
 WORKER_COUNTS = [1, 3]
@@ -117,9 +119,10 @@ def test_threads_sharing_the_real_model_do_not_race(dsn, tables, sample_texts):
 
 
 def test_make_executor():
-    assert isinstance(make_executor("auto", 1), SerialExecutor)
-    threaded = make_executor("auto", 4)
-    assert isinstance(threaded, ThreadedExecutor) and threaded.workers == 4
+    assert isinstance(make_executor("auto"), PipelinedExecutor)
+    assert make_executor("auto", 4).workers == 4
+    assert make_executor("serial", 4).workers == 1
+    assert make_executor("process").workers == (os.cpu_count() or 1)
     with pytest.raises(ConfigError, match="unknown executor 'bogus'"):
         make_executor("bogus")
     with pytest.raises(ConfigError, match="workers"):

@@ -1,16 +1,18 @@
-"""Overlap reading, encoding and writing: three stages joined by bounded queues.
+"""Overlap reading, encoding and writing: stages on threads, joined by bounded queues.
+
+    batches (read + plan) --> encoder thread --> writer threads (``workers``, default 1)
 
 The batches iterator (which reads the source and plans batches) runs on a
-reader thread, the model on an encoder thread, and writes happen in the
-caller's thread as it takes results. While the model encodes batch n, batch
-n+1 is being read and planned and batch n-1 written, so the model never
-waits for the database (the original design's "batch prefetching"). Each
-queue holds at most ``depth`` batches: memory stays bounded whatever the
-table's size.
+reader thread, the model on one encoder thread, and writes on ``workers``
+writer threads, each with its own connection; the caller's thread collects
+results. While the model encodes batch n, batch n+1 is read and planned and
+batch n-1 written, so the model never waits for the database (the original
+design's "batch prefetching"). Each queue holds at most ``depth`` batches:
+memory stays bounded whatever the table's size.
 
-There is one worker: its encode half runs on the encoder thread, its write
-half (and so its connection) only in the caller's thread. One encoder is
-the point: torch already spreads one encode over every core.
+One encoder is the point: torch already spreads one encode over every
+core. More writers help only where writing is the slow part (a fast
+encoder, a remote database).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from embedlib.batching import Batch
@@ -37,8 +39,8 @@ _SWITCH_INTERVAL_S = 0.0005
 class PipelinedExecutor(Executor):
     name = "pipelined"
 
-    def __init__(self, workers: int = 1, *, depth: int = 2) -> None:
-        super().__init__(1)  # one encoder by design; a larger count is ignored
+    def __init__(self, workers: int = 2, *, depth: int = 2) -> None:
+        super().__init__(workers)
         self.depth = depth
 
     def map_unordered(self, make_worker: WorkerFactory, batches: Iterable[Batch]) -> Iterator[BatchResult]:
@@ -46,7 +48,15 @@ class PipelinedExecutor(Executor):
         errors: list[BaseException] = []
         planned: queue.Queue[Any] = queue.Queue(self.depth)
         encoded: queue.Queue[Any] = queue.Queue(self.depth)
-        workers: list[Worker] = []  # made by the encoder at the first batch: no batch, no model loaded
+        results: queue.Queue[Any] = queue.Queue()  # bounded by the stages before it
+        workers: list[Worker] = []  # made at a stage's first batch: no batch, no model loaded
+        workers_lock = threading.Lock()
+
+        def new_worker() -> Worker:
+            worker = make_worker()
+            with workers_lock:
+                workers.append(worker)
+            return worker
 
         def read() -> None:
             for batch in batches:
@@ -55,31 +65,48 @@ class PipelinedExecutor(Executor):
             _put(planned, _END, stop)
 
         def encode() -> None:
+            encoder: Worker | None = None  # its encode half only: it never connects
             while (batch := _get(planned, stop)) is not _END:
-                if not workers:
-                    workers.append(make_worker())
-                if not _put(encoded, workers[0].encode(batch), stop):
+                encoder = encoder or new_worker()
+                if not _put(encoded, encoder.encode(batch), stop):
                     return
-            _put(encoded, _END, stop)
+            for _ in range(self.workers):
+                _put(encoded, _END, stop)
+
+        def write() -> None:
+            writer: Worker | None = None
+            while (item := _get(encoded, stop)) is not _END:
+                writer = writer or new_worker()
+                results.put(writer.write(item))
+            results.put(_END)
 
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(_SWITCH_INTERVAL_S)
         stages = [_stage(read, "embedlib-reader", stop, errors), _stage(encode, "embedlib-encoder", stop, errors)]
+        stages += [_stage(write, f"embedlib-writer-{n}", stop, errors) for n in range(self.workers)]
         try:
-            while (item := _get(encoded, stop)) is not _END:
-                yield workers[0].write(item)
+            finished_writers = 0
+            while finished_writers < self.workers and not stop.is_set():
+                result = _get(results, stop)
+                if result is _END:
+                    finished_writers += 1
+                else:
+                    yield result
             if errors:
+                yield from _drain(results)  # batches written before the error: report them
                 raise errors[0]
         finally:
             stop.set()
             for stage in stages:
-                stage.join()  # an encode under way finishes first
+                stage.join()  # an encode or a write under way finishes first
             for worker in workers:
                 worker.close()
             sys.setswitchinterval(switch_interval)
 
 
-def _stage(target: Any, name: str, stop: threading.Event, errors: list[BaseException]) -> threading.Thread:
+def _stage(
+    target: Callable[[], None], name: str, stop: threading.Event, errors: list[BaseException]
+) -> threading.Thread:
     def run() -> None:
         try:
             target()
@@ -90,6 +117,16 @@ def _stage(target: Any, name: str, stop: threading.Event, errors: list[BaseExcep
     thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     return thread
+
+
+def _drain(q: queue.Queue[Any]) -> Iterator[Any]:
+    while True:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            return
+        if item is not _END:
+            yield item
 
 
 def _put(q: queue.Queue[Any], item: object, stop: threading.Event) -> bool:

@@ -23,6 +23,9 @@ from embedlib.worker import BatchResult
 class ThreadedExecutor(Executor):
     name = "threaded"
 
+    def __init__(self, workers: int = 2) -> None:
+        super().__init__(workers)
+
     def map_unordered(self, make_worker: WorkerFactory, batches: Iterable[Batch]) -> Iterator[BatchResult]:
         local = threading.local()
         created: list[Worker] = []
