@@ -4,8 +4,8 @@ Prints one JSON line: embedlib's rate with the fast HashEncoder (384
 dimensions, so rows as wide as the real model's), the rate of a raw binary
 COPY of the same rows into a table shaped like the target (same columns,
 same indexes, the same batches, each committed), and embedlib's peak RSS.
-The raw COPY's rows are built outside its timing: it is the database's own
-ceiling for these rows. ``benchmarks.compare dbpath`` runs it per size.
+The raw COPY's payloads are built before its timing starts: it is the
+database's own ceiling for these rows. ``benchmarks.compare dbpath`` runs it per size.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import hashlib
 import io
 import json
 import resource
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -29,25 +31,14 @@ BATCH_SIZE = 1000
 WINDOW_SIZE = 10_000
 
 
-def raw_copy_seconds(db: Database, target: str, texts: list[str], encoder: HashEncoder) -> float:
-    raw = f"{target}_raw"
-    db.drop(raw)
-    with db.conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(sql.Identifier(raw), sql.Identifier(target))
-        )
-    conn = db.conn
-    conn.autocommit = False
-    copy = sql.SQL(
-        "COPY {} (embedding, norm, frequency, text_hash, char_length, token_count, truncated, model, id) "
-        "FROM STDIN (FORMAT binary)"
-    ).format(sql.Identifier(raw))
-    seconds = 0.0
-    try:
-        for start in range(0, len(texts), BATCH_SIZE):
-            chunk = texts[start : start + BATCH_SIZE]
-            vectors = encoder.encode(chunk)
-            data = copybin.payload(
+def raw_payloads(texts: list[str], encoder: HashEncoder) -> list[bytes]:
+    """The rows embedlib writes for ``texts`` (ids 1..n), as binary COPY payloads of BATCH_SIZE rows."""
+    payloads = []
+    for start in range(0, len(texts), BATCH_SIZE):
+        chunk = texts[start : start + BATCH_SIZE]
+        vectors = encoder.encode(chunk)
+        payloads.append(
+            copybin.payload(
                 [
                     copybin.vector(vectors),
                     copybin.float4(np.linalg.norm(vectors, axis=1)),
@@ -60,15 +51,30 @@ def raw_copy_seconds(db: Database, target: str, texts: list[str], encoder: HashE
                     np.arange(start + 1, start + len(chunk) + 1, dtype=">i8"),
                 ]
             )
-            started = time.perf_counter()
+        )
+    return payloads
+
+
+def raw_copy(db: Database, target: str, payloads: list[bytes]) -> None:
+    """COPY the payloads into a new table shaped like ``target`` (columns and indexes), one commit each."""
+    raw = f"{target}_raw"
+    db.drop(raw)
+    with db.conn.cursor() as cur:
+        like = sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)")
+        cur.execute(like.format(sql.Identifier(raw), sql.Identifier(target)))
+    copy = sql.SQL(
+        "COPY {} (embedding, norm, frequency, text_hash, char_length, token_count, truncated, model, id) "
+        "FROM STDIN (FORMAT binary)"
+    ).format(sql.Identifier(raw))
+    conn = db.conn
+    conn.autocommit = False
+    try:
+        for data in payloads:
             with conn.cursor() as cur:
                 cur.copy_expert(copy, io.BytesIO(data), size=len(data))
             conn.commit()
-            seconds += time.perf_counter() - started
     finally:
         conn.autocommit = True
-        db.drop(raw)
-    return seconds
 
 
 def main() -> None:
@@ -76,37 +82,50 @@ def main() -> None:
     parser.add_argument("rows", type=int)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--executor", default="auto")
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--load-only", action="store_true", help="create the source table, print its name")
     args = parser.parse_args()
-    texts = workloads.numbered(args.rows)
+    if args.load_only:
+        print(Database().load(workloads.numbered(args.rows)))  # kept: the calling process drops it
+        return
+    # The source is loaded by another process, so this one's peak memory is embedlib's alone.
+    loader = [sys.executable, "-m", "benchmarks.dbpath", str(args.rows), "--load-only"]
+    table = subprocess.run(loader, check=True, capture_output=True, text=True).stdout.split()[-1]
     encoder = HashEncoder(384)
     db = Database()
+    db.adopt(table)
     try:
-        table = db.load(texts)
-        del texts
-        embedlib_s, raw_s, peak_mb = [], [], 0.0
+        embedlib_s, raw_s = [], []
         for _ in range(args.rounds):
             seconds, report = ingest_once(
-                db, table, model=encoder, batch_size=BATCH_SIZE, window_size=WINDOW_SIZE, executor=args.executor
+                db,
+                table,
+                model=encoder,
+                batch_size=BATCH_SIZE,
+                window_size=WINDOW_SIZE,
+                executor=args.executor,
+                workers=args.workers,
             )
             assert report.rows == args.rows
             embedlib_s.append(seconds)
-            peak_mb = max(peak_mb, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        texts = workloads.numbered(args.rows)  # again: the raw COPY needs the texts embedlib read itself
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        payloads = raw_payloads(workloads.numbered(args.rows), encoder)  # built untimed
+        target = f"{table}_embeddings"
         for _ in range(args.rounds):
-            raw_s.append(raw_copy_seconds(db, f"{table}_embeddings", texts, encoder))
+            started = time.perf_counter()
+            raw_copy(db, target, payloads)
+            raw_s.append(time.perf_counter() - started)
+            db.drop(f"{target}_raw")
     finally:
         db.close()
-    print(
-        json.dumps(
-            {
-                "rows": args.rows,
-                "executor": report.executor,
-                "embedlib_rows_per_s": args.rows / min(embedlib_s),
-                "raw_rows_per_s": args.rows / min(raw_s),
-                "peak_rss_mb": peak_mb,
-            }
-        )
-    )
+    figures = {
+        "rows": args.rows,
+        "executor": f"{report.executor} x{report.workers}",
+        "embedlib_rows_per_s": args.rows / min(embedlib_s),
+        "raw_rows_per_s": args.rows / min(raw_s),
+        "peak_rss_mb": peak_mb,
+    }
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -59,6 +59,10 @@ class Database:
             cur.execute(sql.SQL("ANALYZE {}").format(ident))
         return name
 
+    def adopt(self, table: str) -> None:
+        """Drop ``table`` (made elsewhere) and its targets on close, like one made here."""
+        self._tables.append(table)
+
     def drop(self, *tables: str) -> None:
         with self.conn.cursor() as cur:
             for table in tables:

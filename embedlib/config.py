@@ -71,7 +71,7 @@ class Settings:
         _require_positive("batch_size", self.batch_size)
         _require_positive("workers", self.workers)
         if self.window_size == 0:
-            object.__setattr__(self, "window_size", max(1000, 10 * self.batch_size))
+            object.__setattr__(self, "window_size", max(10_000, 10 * self.batch_size))
         _require_positive("window_size", self.window_size)
         if isinstance(self.batch_tokens, bool) or not isinstance(self.batch_tokens, int) or self.batch_tokens < 0:
             raise ConfigError(f"batch_tokens must be a whole number >= 0, got {self.batch_tokens!r}")

@@ -9,6 +9,7 @@ user set it otherwise).
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -56,6 +57,8 @@ class SentenceTransformerEncoder:
         self.name = name
         self._model = model
         self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._counting_tokenizer: Any = None
         dimension = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else None
         self.dimension = int(dimension or model.get_sentence_embedding_dimension())
         self.max_tokens = int(model.max_seq_length)
@@ -66,9 +69,15 @@ class SentenceTransformerEncoder:
         return np.asarray(vectors, dtype=np.float32)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text including special tokens, before truncation."""
-        with self._lock:
-            encoded = self._model.tokenizer(
+        """Tokens per text including special tokens, before truncation.
+
+        Counted with a copy of the tokenizer under a lock of its own, so that
+        counting (a writer's work) runs while another thread encodes.
+        """
+        with self._count_lock:
+            if self._counting_tokenizer is None:
+                self._counting_tokenizer = copy.deepcopy(self._model.tokenizer)
+            encoded = self._counting_tokenizer(
                 list(texts),
                 add_special_tokens=True,
                 truncation=False,

@@ -44,11 +44,10 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class EncodedBatch:
-    """A batch between its two halves: vectors (None in metrics-only mode) and metrics, per distinct text."""
+    """A batch between its two halves: its vectors, one per distinct text (None in metrics-only mode)."""
 
     batch: Batch
     vectors: np.ndarray | None
-    metrics: TextMetrics
     encoded: int  # texts run through the model
     encode_s: float
 
@@ -71,9 +70,8 @@ class BatchWorker:
         return self.write(self.encode(batch))
 
     def encode(self, batch: Batch) -> EncodedBatch:
-        """The compute half: metrics, and vectors unless they are reused or not wanted. Thread-safe."""
+        """The model's half: vectors, unless they are reused or not wanted. Thread-safe."""
         started = time.perf_counter()
-        metrics = TextMetrics.of(self._encoder, batch.texts)
         encoded = 0
         vectors = None
         if batch.vectors is not None:
@@ -86,12 +84,13 @@ class BatchWorker:
                 f"encoder returned shape {vectors.shape} for {len(batch.texts)} texts, "
                 f"expected (n, {self._spec.target.dimension})"
             )
-        return EncodedBatch(batch, vectors, metrics, encoded, time.perf_counter() - started)
+        return EncodedBatch(batch, vectors, encoded, time.perf_counter() - started)
 
     def write(self, encoded: EncodedBatch) -> BatchResult:
-        """The database half: one transaction on this worker's connection."""
+        """The rest: metrics (counting tokens is done here, off the model's path), then one transaction."""
         started = time.perf_counter()
         batch, vectors = encoded.batch, encoded.vectors
+        metrics = TextMetrics.of(self._encoder, batch.texts)
         # Expand per-text results to per-row, dropping texts whose vector is not finite.
         keep = np.ones(len(batch.texts), dtype=bool) if vectors is None else np.isfinite(vectors).all(axis=1)
         row_keep = keep[batch.text_index]
@@ -101,7 +100,7 @@ class BatchWorker:
         index = batch.text_index[row_keep]
         ids = [row_id for row_id, kept in zip(batch.ids, row_keep, strict=True) if kept]
         hashes = [batch.text_hashes[i] for i in index]
-        row_metrics = encoded.metrics.take(index)
+        row_metrics = metrics.take(index)
         if ids:
             if vectors is None:
                 self.sink.write_metrics(ids, hashes, row_metrics)

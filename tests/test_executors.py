@@ -8,11 +8,20 @@ real model checks that threads sharing it neither race nor change vectors.
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
 
-from embedlib import EXECUTORS, ConfigError, Ingestor, PipelinedExecutor, ThreadedExecutor, make_executor
+from embedlib import (
+    EXECUTORS,
+    ConfigError,
+    Ingestor,
+    PipelinedExecutor,
+    ProcessExecutor,
+    ThreadedExecutor,
+    make_executor,
+)
 from embedlib.testing import HashEncoder
 
 WORKER_COUNTS = [1, 3]
@@ -133,3 +142,81 @@ def test_shutdown_twice_is_safe(executor_name):
     executor = make_executor(executor_name, 2)
     executor.shutdown()
     executor.shutdown()
+
+
+class RecordingWorker:
+    """A stand-in worker: no model, no database; records what it saw."""
+
+    closed = 0
+    written: list[int] = []
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.fail_on = fail_on
+
+    def encode(self, batch):  # type: ignore[no-untyped-def]
+        if batch == self.fail_on:
+            raise RuntimeError(f"cannot encode {batch}")
+        return batch
+
+    def write(self, encoded):  # type: ignore[no-untyped-def]
+        RecordingWorker.written.append(encoded)
+        return encoded
+
+    def __call__(self, batch):  # type: ignore[no-untyped-def]
+        return self.write(self.encode(batch))
+
+    def close(self) -> None:
+        RecordingWorker.closed += 1
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_pipeline_stages_pass_on_errors_and_stop(workers):
+    def batches():  # type: ignore[no-untyped-def]
+        yield from range(5)
+        raise OSError("source went away")
+
+    executor = PipelinedExecutor(workers)
+    RecordingWorker.written = []
+    seen = []
+    with pytest.raises(OSError, match="source went away"):
+        for result in executor.map_unordered(RecordingWorker, batches()):  # type: ignore[arg-type]
+            seen.append(result)
+    assert sorted(seen) == sorted(RecordingWorker.written)  # every batch written is reported, even so
+    with pytest.raises(RuntimeError, match="cannot encode 3"):
+        list(executor.map_unordered(lambda: RecordingWorker(fail_on=3), iter(range(10))))  # type: ignore[arg-type]
+    assert not [t for t in threading.enumerate() if t.name.startswith("embedlib-")]
+
+
+def test_pipeline_closed_early_stops_its_threads_and_closes_workers():
+    RecordingWorker.closed = 0
+    results = PipelinedExecutor(2).map_unordered(RecordingWorker, iter(range(1000)))  # type: ignore[arg-type]
+    assert next(results) is not None
+    results.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("embedlib-")]
+    assert RecordingWorker.closed >= 1
+
+
+def test_process_executor_shares_the_cores_and_refuses_what_it_cannot_send(dsn, tables):
+    executor = ProcessExecutor(2)
+    assert executor.torch_threads == max(1, (os.cpu_count() or 1) // 2)
+    table = tables.source(["one", "two"])
+
+    class Unpicklable(HashEncoder):
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            raise TypeError("no pickling")
+
+    with pytest.raises(ConfigError, match="cannot be pickled"):
+        Ingestor(dsn, table=table, model=Unpicklable(), executor=executor).run()
+
+
+@pytest.mark.model
+def test_process_workers_load_the_real_model_and_match_serial(dsn, tables, sample_texts):
+    texts = sample_texts[:60]
+    serial_table, process_table = tables.source(texts), tables.source(texts)
+    Ingestor(dsn, table=serial_table, batch_size=8).run()
+    report = Ingestor(dsn, table=process_table, executor="process", workers=2, batch_size=8).run()
+    assert (report.rows, report.encoded) == (60, 60)
+    serial, processed = tables.embeddings(serial_table), tables.embeddings(process_table)
+    assert set(processed) == set(serial)
+    for row_id, vector in serial.items():
+        np.testing.assert_allclose(processed[row_id], vector, atol=1e-5)

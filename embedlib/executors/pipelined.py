@@ -92,9 +92,6 @@ class PipelinedExecutor(Executor):
                     finished_writers += 1
                 else:
                     yield result
-            if errors:
-                yield from _drain(results)  # batches written before the error: report them
-                raise errors[0]
         finally:
             stop.set()
             for stage in stages:
@@ -102,6 +99,9 @@ class PipelinedExecutor(Executor):
             for worker in workers:
                 worker.close()
             sys.setswitchinterval(switch_interval)
+        if errors:
+            yield from _drain(results)  # batches written before the error are reported all the same
+            raise errors[0]
 
 
 def _stage(
