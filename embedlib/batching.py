@@ -2,8 +2,9 @@
 
 A window holds many batches' worth of rows. Within it, rows with the same
 text are folded so each distinct text is encoded once, and distinct texts
-are sorted by length so each batch pads to a similar length (the model pads
-every text in a call to the longest one). A batch closes at ``batch_size``
+are sorted by length (in tokens, where the model's tokenizer counted them)
+so each batch pads to a similar length: the model pads every text in a
+call to the longest one. A batch closes at ``batch_size``
 texts, or earlier when ``batch_tokens`` is set and one more text would make
 ``texts x longest`` exceed it (token-budget batching).
 """
@@ -35,6 +36,7 @@ class Batch:
     text_index: np.ndarray  # for each row, the position of its text in ``texts``
     vectors: np.ndarray | None = None  # stored vectors reused for ``texts``; None: encode them
     new_rows: bool = False  # no row of the batch was in the target when read: a plain COPY can insert them
+    token_counts: np.ndarray | None = None  # one per distinct text, when the planner counted them
 
     @property
     def rows(self) -> int:
@@ -47,7 +49,7 @@ def is_blank(text: str | None) -> bool:
 
 
 def estimated_tokens(text: str) -> int:
-    """A cheap token estimate for batching: English averages about 4 characters a token."""
+    """A token estimate where no tokenizer is known: English averages about 4 characters a token."""
     return len(text) // 4 + 2  # + [CLS] and [SEP]
 
 
@@ -59,6 +61,7 @@ class TextGroup:
     text: str
     ids: list[str]
     stored: bool  # some row holding it has a target row already
+    token_count: int | None = None  # from the model's tokenizer, once counted
 
 
 def group_by_text(rows: list[PendingRow]) -> list[TextGroup]:
@@ -85,23 +88,30 @@ def make_batches(
 ) -> list[Batch]:
     """Sort distinct texts by length and cut them into batches.
 
-    ``frequencies`` gives how many source rows hold a text (absent: one).
-    ``max_tokens`` is the model's sequence limit: longer texts are truncated,
-    so they cost no more than that.
+    Length is the token count where the groups carry one (what the model
+    pads to, so batches of equal counts waste nothing), else an estimate
+    from characters. ``max_tokens`` is the model's sequence limit: longer
+    texts are truncated, so they cost no more than that. ``frequencies``
+    gives how many source rows hold a text (absent: one).
     """
-    ordered = sorted(groups, key=lambda g: len(g.text))
+
+    def cost(group: TextGroup) -> int:
+        tokens = estimated_tokens(group.text) if group.token_count is None else group.token_count
+        return min(tokens, max_tokens) if max_tokens else tokens
+
+    ordered = sorted(groups, key=lambda g: (cost(g), len(g.text)))
     batches: list[Batch] = []
     start = 0
     while start < len(ordered):
         end = min(start + batch_size, len(ordered))
         if batch_tokens:
             end = start + 1
-            while end < len(ordered) and end - start < batch_size:
-                longest = estimated_tokens(ordered[end].text)  # sorted: the newcomer is the longest
-                if max_tokens:
-                    longest = min(longest, max_tokens)
-                if (end - start + 1) * longest > batch_tokens:
-                    break
+            # sorted: the newcomer is the longest, so the batch would pad to it
+            while (
+                end < len(ordered)
+                and end - start < batch_size
+                and (end - start + 1) * cost(ordered[end]) <= batch_tokens
+            ):
                 end += 1
         batches.append(batch_of(ordered[start:end], frequencies))
         start = end
@@ -114,6 +124,7 @@ def batch_of(groups: list[TextGroup], frequencies: Mapping[str, int], vectors: n
     for position, group in enumerate(groups):
         ids.extend(group.ids)
         index.extend([position] * len(group.ids))
+    counted = all(g.token_count is not None for g in groups)
     return Batch(
         texts=[g.text for g in groups],
         text_hashes=[g.text_hash for g in groups],
@@ -122,4 +133,5 @@ def batch_of(groups: list[TextGroup], frequencies: Mapping[str, int], vectors: n
         text_index=np.array(index, dtype=np.intp),
         vectors=vectors,
         new_rows=not any(g.stored for g in groups),
+        token_counts=np.array([g.token_count for g in groups], dtype=np.int64) if counted and groups else None,
     )

@@ -72,7 +72,7 @@ class SentenceTransformerEncoder:
         """Tokens per text including special tokens, before truncation.
 
         Counted with a copy of the tokenizer under a lock of its own, so that
-        counting (a writer's work) runs while another thread encodes.
+        counting (the planner's work) runs while another thread encodes.
         """
         with self._count_lock:
             if self._counting_tokenizer is None:

@@ -100,12 +100,12 @@ class Ingestor:
             report.pending = pending if limit is None else min(pending, limit)
             duplicates = duplicate_counts(conn, source)
             spec = WorkerSpec(dsn=dsn, target=target, model=s.model, metrics_only=s.metrics_only)
+            encoder = resolve_encoder(s.model) if pending else None  # loaded already when rows are pending
             options = PlanOptions(
                 batch_size=s.batch_size,
                 batch_tokens=s.batch_tokens,
-                max_tokens=getattr(resolve_encoder(s.model), "max_tokens", None)
-                if s.batch_tokens and pending
-                else None,
+                max_tokens=getattr(encoder, "max_tokens", None),
+                count_tokens=getattr(encoder, "count_tokens", None),
                 metrics_only=s.metrics_only,
             )
             with _progress_bar(report.pending, enabled=self.progress) as bar:

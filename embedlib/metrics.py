@@ -30,11 +30,14 @@ class TextMetrics:
         return TextMetrics(self.char_length[index], self.token_count[index], self.truncated[index])
 
     @classmethod
-    def of(cls, encoder: Encoder, texts: Sequence[str]) -> TextMetrics:
+    def of(cls, encoder: Encoder, texts: Sequence[str], token_counts: np.ndarray | None = None) -> TextMetrics:
+        """Metrics of ``texts``; ``token_counts`` if already counted with the encoder's tokenizer."""
         char_length = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
         count_tokens = getattr(encoder, "count_tokens", None)
         max_tokens = getattr(encoder, "max_tokens", None)
-        if count_tokens is None:
+        if token_counts is not None:
+            token_count = np.asarray(token_counts, dtype=np.int64)
+        elif count_tokens is None:
             token_count = np.full(len(texts), UNKNOWN_TOKENS, dtype=np.int64)
         else:
             token_count = np.asarray(count_tokens(texts), dtype=np.int64)

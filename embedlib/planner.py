@@ -9,13 +9,14 @@ For each window the planner
 - defers the rows of a text that this run has sent to the encoder but whose
   vector is not committed yet (still in flight): they stay pending, and the
   Ingestor's second pass picks them up and reuses the vector;
-- sorts what is left by length and cuts it into batches.
+- counts tokens with the model's tokenizer, then sorts what is left by
+  token count and cuts it into batches.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,9 @@ class PlanOptions:
     batch_size: int
     batch_tokens: int = 0  # 0: cap batches by rows only
     max_tokens: int | None = None  # the model's sequence limit
+    # The model's token counter: counted here, texts are sorted by tokens and
+    # the writer needs no second count. None: sort by characters.
+    count_tokens: Callable[[Sequence[str]], Sequence[int]] | None = None
     metrics_only: bool = False
     defer_in_flight: bool = True  # False in the second pass: encode whatever is left
     recent_hashes: int = 100_000  # how many texts sent to the encoder are remembered
@@ -78,6 +82,9 @@ class Planner:
         if blank_ids and not options.metrics_only:
             delete_embeddings(self._conn, self._target, blank_ids)
         groups = group_by_text(rows)
+        if options.count_tokens is not None and groups:
+            for group, count in zip(groups, options.count_tokens([g.text for g in groups]), strict=True):
+                group.token_count = count
         if options.metrics_only:
             yield from self._cut(groups)
             return

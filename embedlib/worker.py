@@ -90,7 +90,7 @@ class BatchWorker:
         """The rest: metrics (counting tokens is done here, off the model's path), then one transaction."""
         started = time.perf_counter()
         batch, vectors = encoded.batch, encoded.vectors
-        metrics = TextMetrics.of(self._encoder, batch.texts)
+        metrics = TextMetrics.of(self._encoder, batch.texts, batch.token_counts)
         # Expand per-text results to per-row, dropping texts whose vector is not finite.
         keep = np.ones(len(batch.texts), dtype=bool) if vectors is None else np.isfinite(vectors).all(axis=1)
         row_keep = keep[batch.text_index]
