@@ -36,14 +36,15 @@ def model_suite(db: Database, rounds: int) -> list[str]:
     ]
     for title, texts in cases:
         table = db.load(texts)
-        results = side_by_side(
-            {
-                "model alone": lambda texts=texts: timed(lambda: model.encode(texts, batch_size=BATCH_SIZE)),
-                "embedlib (default executor)": lambda table=table: ingest_once(db, table, batch_size=BATCH_SIZE),
-            },
-            rows=len(texts),
-            rounds=rounds,
-        )
+        contenders = {
+            "model alone": lambda texts=texts: timed(lambda: model.encode(texts, batch_size=BATCH_SIZE)),
+            "embedlib (default executor)": lambda table=table: ingest_once(db, table, batch_size=BATCH_SIZE),
+        }
+        for budget in (0, 1024, 4096):  # the default is 2048
+            contenders[f"embedlib, --batch-tokens {budget}"] = lambda table=table, budget=budget: ingest_once(
+                db, table, batch_size=BATCH_SIZE, batch_tokens=budget
+            )
+        results = side_by_side(contenders, rows=len(texts), rounds=rounds)
         tables.append(table_of(f"{title}, batch size {BATCH_SIZE}", results, "model alone"))
     return tables
 

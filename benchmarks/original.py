@@ -37,7 +37,7 @@ def create_target(dsn: str, table: str, dimension: int) -> str:
 
 def ingest(dsn: str, table: str, model: Any, batch_size: int, workers: int) -> int:
     """Embed every row of ``table`` the original way; returns rows written."""
-    target = create_target(dsn, table, model.get_sentence_embedding_dimension())
+    target = create_target(dsn, table, model.get_embedding_dimension())
     local = threading.local()
     connections = []
     progress_lock = threading.Lock()

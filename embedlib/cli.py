@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import psycopg2
 
-from embedlib.config import DEFAULT_MODEL, env_dsn, env_workers
+from embedlib.config import DEFAULT_BATCH_TOKENS, DEFAULT_MODEL, env_dsn, env_workers
 from embedlib.db import one_line, redact
 from embedlib.errors import ConfigError, EmbedlibError
 from embedlib.executors import AUTO, EXECUTORS
@@ -31,12 +31,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def _int_at_least(text: str, lowest: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    if value < lowest:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {lowest}, got {value}")
     return value
 
 
@@ -70,14 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", parents=[database, running], help="embed the rows of a table that need it")
     ingest.add_argument("table", help="source table (optionally schema.table)")
     ingest.add_argument(
-        "batch_size", nargs="?", type=_positive_int, help=f"texts per encode call ({DEFAULT_BATCH_SIZE})"
+        "batch_size",
+        nargs="?",
+        type=_positive_int,
+        help=f"texts per batch: one transaction, one or more encode calls ({DEFAULT_BATCH_SIZE})",
     )
     ingest.add_argument("--batch-size", dest="batch_size_option", type=_positive_int, help="same as BATCH_SIZE")
     ingest.add_argument(
         "--batch-tokens",
-        type=_positive_int,
-        default=0,
-        help="also cap each batch at this many estimated tokens (texts x longest); default: rows only",
+        type=lambda text: _int_at_least(text, 0),
+        default=DEFAULT_BATCH_TOKENS,
+        help="cap each call to the model at this many tokens (texts x longest; default: %(default)s, 0: no cap)",
     )
     ingest.add_argument("--limit", type=_positive_int, help="process at most this many pending rows")
     ingest.add_argument("--metrics-only", action="store_true", help="recompute metrics of embedded rows, no encoding")

@@ -9,6 +9,7 @@ from typing import Any
 from embedlib.errors import ConfigError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_BATCH_TOKENS = 2048
 
 # Environment variables, highest priority first where several mean the same thing.
 DSN_ENV_VARS = ("EMBEDLIB_DSN", "DATABASE_URL")
@@ -57,8 +58,9 @@ class Settings:
     # Rows read per query. Larger than a batch so that duplicates can be
     # folded and texts sorted by length across several batches.
     window_size: int = 0
-    # A cap on estimated tokens per batch (texts x longest), 0 for none; see batching.
-    batch_tokens: int = 0
+    # A cap on tokens per call to the model (texts x longest), 0 for none; see
+    # batching.budget_slices. 2048 measured fastest here, for short and long texts.
+    batch_tokens: int = DEFAULT_BATCH_TOKENS
     metrics_only: bool = False
 
     def __post_init__(self) -> None:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from embedlib.config import DEFAULT_MODEL, Settings, env_dsn, env_workers
+from embedlib.config import DEFAULT_BATCH_TOKENS, DEFAULT_MODEL, Settings, env_dsn, env_workers
 from embedlib.db import Connection, connect, ensure_vector_extension, resolve_dsn
 from embedlib.encoder import Encoder, model_label, resolve_encoder
 from embedlib.errors import ConfigError, SchemaError
@@ -32,7 +32,8 @@ class Ingestor:
     embedded server. ``executor`` is a name from ``executors.EXECUTORS``
     (``"auto"`` is the pipelined one) or an Executor instance; ``workers``
     (default ``EMBED_WORKERS``, else the executor's own default) is what it
-    runs in parallel. ``batch_tokens`` caps a batch's estimated tokens.
+    runs in parallel. ``batch_size`` texts make a batch (one transaction);
+    ``batch_tokens`` caps the tokens of each call to the model within it.
     """
 
     def __init__(
@@ -48,7 +49,7 @@ class Ingestor:
         executor: str | Executor = "auto",
         workers: int | None = None,
         window_size: int = 0,
-        batch_tokens: int = 0,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
         metrics_only: bool = False,
         progress: bool = False,
     ) -> None:
@@ -99,11 +100,12 @@ class Ingestor:
             )
             report.pending = pending if limit is None else min(pending, limit)
             duplicates = duplicate_counts(conn, source)
-            spec = WorkerSpec(dsn=dsn, target=target, model=s.model, metrics_only=s.metrics_only)
+            spec = WorkerSpec(
+                dsn=dsn, target=target, model=s.model, metrics_only=s.metrics_only, batch_tokens=s.batch_tokens
+            )
             encoder = resolve_encoder(s.model) if pending else None  # loaded already when rows are pending
             options = PlanOptions(
                 batch_size=s.batch_size,
-                batch_tokens=s.batch_tokens,
                 max_tokens=getattr(encoder, "max_tokens", None),
                 count_tokens=getattr(encoder, "count_tokens", None),
                 metrics_only=s.metrics_only,

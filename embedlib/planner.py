@@ -31,7 +31,6 @@ from embedlib.source import PendingReader, has_vectors, stored_vectors
 @dataclass
 class PlanOptions:
     batch_size: int
-    batch_tokens: int = 0  # 0: cap batches by rows only
     max_tokens: int | None = None  # the model's sequence limit
     # The model's token counter: counted here, texts are sorted by tokens and
     # the writer needs no second count. None: sort by characters.
@@ -118,7 +117,6 @@ class Planner:
             groups,
             options.batch_size,
             frequencies=self._frequencies,
-            batch_tokens=options.batch_tokens,
             max_tokens=options.max_tokens,
         )
 

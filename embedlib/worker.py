@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from embedlib.batching import Batch
+from embedlib.batching import Batch, budget_slices, encode_cost
 from embedlib.db import connect
 from embedlib.encoder import model_label, resolve_encoder
 from embedlib.metrics import TextMetrics
@@ -31,6 +31,7 @@ class WorkerSpec:
     target: TargetTable
     model: Any  # a model name or path, or an Encoder object
     metrics_only: bool = False
+    batch_tokens: int = 0  # a token budget per encode call (see batching.budget_slices); 0: one call a batch
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,22 @@ class BatchWorker:
             vectors = batch.vectors  # stored for the same text by the same model: reused
         elif not self._spec.metrics_only:
             encoded = len(batch.texts)
-            vectors = self._encoder.encode(batch.texts)
+            vectors = self._encode_within_budget(batch)
         if vectors is not None and vectors.shape != (len(batch.texts), self._spec.target.dimension):
             raise ValueError(
                 f"encoder returned shape {vectors.shape} for {len(batch.texts)} texts, "
                 f"expected (n, {self._spec.target.dimension})"
             )
         return EncodedBatch(batch, vectors, encoded, time.perf_counter() - started)
+
+    def _encode_within_budget(self, batch: Batch) -> np.ndarray:
+        if not self._spec.batch_tokens:
+            return self._encoder.encode(batch.texts)
+        max_tokens = getattr(self._encoder, "max_tokens", None)
+        counts = batch.token_counts if batch.token_counts is not None else [None] * len(batch.texts)
+        costs = [encode_cost(text, count, max_tokens) for text, count in zip(batch.texts, counts, strict=True)]
+        parts = [self._encoder.encode(batch.texts[part]) for part in budget_slices(costs, self._spec.batch_tokens)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def write(self, encoded: EncodedBatch) -> BatchResult:
         """The rest: metrics (counting tokens is done here, off the model's path), then one transaction."""

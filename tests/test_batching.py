@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
 from embedlib import copybin
-from embedlib.batching import PendingRow, estimated_tokens, group_by_text, make_batches
+from embedlib.batching import (
+    PendingRow,
+    budget_slices,
+    encode_cost,
+    estimated_tokens,
+    group_by_text,
+    make_batches,
+)
 
 
 def rows_of(texts: list[str], stored: set[int] = frozenset()) -> list[PendingRow]:  # type: ignore[assignment]
@@ -32,19 +41,40 @@ def test_batches_hold_at_most_batch_size_texts_in_length_order():
     assert lengths == sorted(lengths)
 
 
-def test_token_budget_closes_a_batch_before_its_row_cap():
-    texts = [f"{'word ' * n}{i}" for i, n in enumerate((1, 1, 1, 1, 100, 100, 100))]
-    groups = group_by_text(rows_of(texts))
-    budget = 2 * estimated_tokens(texts[-1])  # room for two of the longest texts
-    batches = make_batches(groups, 100, frequencies={}, batch_tokens=budget)
-    for batch in batches:
-        longest = max(estimated_tokens(t) for t in batch.texts)
-        assert len(batch.texts) * longest <= budget or len(batch.texts) == 1
-    assert [len(b.texts) for b in batches][-2:] == [2, 1]  # the long ones, two to a batch
-    assert sum(len(b.texts) for b in batches) == len(texts)
-    # the model truncates: past max_tokens a text costs no more, so more fit
-    capped = make_batches(groups, 100, frequencies={}, batch_tokens=budget, max_tokens=budget // 3)
-    assert len(capped) < len(batches)
+def test_batches_sort_by_token_count_where_counted():
+    groups = group_by_text(rows_of(["aaaaaaaaaaaa", "b", "cccccc"]))
+    for group, count in zip(groups, [3, 9, 5], strict=True):
+        group.token_count = count
+    batch = make_batches(groups, 10, frequencies={})[0]
+    assert batch.texts == ["aaaaaaaaaaaa", "cccccc", "b"]  # 3, 5, 9 tokens: characters do not decide
+    assert batch.token_counts is not None and batch.token_counts.tolist() == [3, 5, 9]
+    # past the model's limit every text costs the same, so characters break the tie
+    capped = make_batches(groups, 10, frequencies={}, max_tokens=4)[0]
+    assert capped.texts == ["aaaaaaaaaaaa", "b", "cccccc"]  # 3, then 9 and 5 both cost 4
+
+
+@pytest.mark.parametrize(
+    ("costs", "budget", "expected"),
+    [
+        ([10, 10, 10, 10], 40, [4]),
+        ([10, 10, 10, 10], 25, [2, 2]),
+        ([5, 5, 5, 100, 100], 200, [3, 2]),  # a long text would pad the short ones: it starts a new call
+        ([300, 5], 200, [1, 1]),  # over the budget alone: a call to itself
+        ([], 100, []),
+    ],
+)
+def test_budget_slices_keep_texts_times_longest_within_budget(costs, budget, expected):
+    slices = budget_slices(costs, budget)
+    assert [s.stop - s.start for s in slices] == expected
+    assert sum(expected) == len(costs) and all(a.stop == b.start for a, b in itertools.pairwise(slices))
+    for part in slices:
+        assert len(costs[part]) == 1 or len(costs[part]) * max(costs[part]) <= budget
+
+
+def test_encode_cost_caps_at_the_model_limit_and_estimates_without_a_count():
+    assert encode_cost("x" * 4000, None, 256) == 256
+    assert encode_cost("word", 7, None) == 7
+    assert encode_cost("word word", None, None) == estimated_tokens("word word")
 
 
 def test_new_rows_only_when_no_row_has_a_target_row():

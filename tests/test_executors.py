@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -148,7 +149,7 @@ class RecordingWorker:
     """A stand-in worker: no model, no database; records what it saw."""
 
     closed = 0
-    written: list[int] = []
+    written: ClassVar[list[int]] = []
 
     def __init__(self, fail_on: int | None = None) -> None:
         self.fail_on = fail_on
@@ -220,3 +221,29 @@ def test_process_workers_load_the_real_model_and_match_serial(dsn, tables, sampl
     assert set(processed) == set(serial)
     for row_id, vector in serial.items():
         np.testing.assert_allclose(processed[row_id], vector, atol=1e-5)
+
+
+class CallRecordingEncoder(HashEncoder):
+    """Records the texts of every encode call (in-process executors only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts):  # type: ignore[no-untyped-def]
+        self.calls.append(list(texts))
+        return super().encode(texts)
+
+
+def test_a_token_budget_splits_calls_to_the_model_not_batches(dsn, tables):
+    texts = [" ".join(["word"] * (1 + i % 30)) + f" {i}" for i in range(200)]
+    budgeted, unbudgeted = tables.source(texts), tables.source(texts)
+    encoder = CallRecordingEncoder()
+    report = Ingestor(dsn, table=budgeted, model=encoder, batch_size=50, batch_tokens=200, executor="serial").run()
+    assert (report.rows, report.encoded) == (200, 200)
+    assert len(encoder.calls) > 200 // 50  # more calls than batches
+    for call in encoder.calls:  # HashEncoder counts words as tokens
+        assert len(call) == 1 or len(call) * max(len(t.split()) for t in call) <= 200
+    Ingestor(dsn, table=unbudgeted, model=HashEncoder(), batch_size=50, batch_tokens=0).run()
+    columns = "id, embedding::text, token_count"
+    assert tables.rows(budgeted, columns) == tables.rows(unbudgeted, columns)
