@@ -18,6 +18,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from psycopg2 import sql
@@ -77,6 +78,17 @@ def raw_copy(db: Database, target: str, payloads: list[bytes]) -> None:
         conn.autocommit = True
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: VmHWM on Linux (ru_maxrss can carry a parent's figure across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("rows", type=int)
@@ -108,7 +120,7 @@ def main() -> None:
             )
             assert report.rows == args.rows
             embedlib_s.append(seconds)
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_mb = peak_rss_mb()
         payloads = raw_payloads(workloads.numbered(args.rows), encoder)  # built untimed
         target = f"{table}_embeddings"
         for _ in range(args.rounds):
