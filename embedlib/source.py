@@ -155,14 +155,14 @@ class PendingReader:
     def __iter__(self) -> Iterator[list[PendingRow]]:
         remaining = self._limit
         after = self._after
+        # The first chunks are small and grow to window_size: the first batches
+        # reach the encoder without waiting for a whole window to be read and planned.
+        size = min(self._window_size, max(1000, self._window_size // 8))
         while remaining is None or remaining > 0:
             started = time.perf_counter()
             query = self._first_query if after is None else self._next_query
-            chunk = fetch_all(
-                self._conn,
-                query,
-                {"model": self._model, "after": after, "until": self._until, "chunk": self._window_size},
-            )
+            parameters = {"model": self._model, "after": after, "until": self._until, "chunk": size}
+            chunk = fetch_all(self._conn, query, parameters)
             self.seconds += time.perf_counter() - started
             if not chunk:
                 return
@@ -180,5 +180,6 @@ class PendingReader:
             self.last_id = after
             if window:
                 yield window
-            if len(chunk) < self._window_size:
+            if len(chunk) < size:
                 return
+            size = min(2 * size, self._window_size)
