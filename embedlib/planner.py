@@ -37,7 +37,9 @@ class PlanOptions:
     count_tokens: Callable[[Sequence[str]], Sequence[int]] | None = None
     metrics_only: bool = False
     defer_in_flight: bool = True  # False in the second pass: encode whatever is left
-    recent_hashes: int = 100_000  # how many texts sent to the encoder are remembered
+    # How many texts sent to the encoder are remembered: enough to cover every
+    # batch in flight (a window's worth and the executor's queues) several times.
+    recent_hashes: int = 50_000
 
 
 class Planner:
