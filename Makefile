@@ -1,13 +1,14 @@
 # make demo   set up, then embed the bundled sample on the embedded database
 # make test   set up, then lint, type-check and run the whole test suite
-# make bench  set up, then run the benchmarks (prints figures)
+# make bench    set up, then run the pytest-benchmark groups (prints figures, ~15 min)
+# make compare  set up, then print every comparison as a table with ratios (~20 min)
 
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.embedlib-installed
 
-.PHONY: setup demo test lint pytest bench clean
+.PHONY: setup demo test lint pytest bench compare clean
 
 setup: $(STAMP)
 
@@ -33,7 +34,10 @@ pytest: setup
 test: lint pytest
 
 bench: setup
-	$(BIN)/pytest benchmarks --benchmark-only --benchmark-columns=mean,stddev,rounds -s
+	$(BIN)/pytest benchmarks --benchmark-only --benchmark-columns=min,mean,stddev,rounds
+
+compare: setup
+	$(BIN)/python -m benchmarks.compare
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks

@@ -133,12 +133,15 @@ SUITES = {"model": model_suite, "executors": executors_suite, "original": origin
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("suites", nargs="*", choices=list(SUITES), default=list(SUITES))
+    parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"any of {', '.join(SUITES)} (default: all)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    unknown = [name for name in args.suites if name not in SUITES]
+    if unknown:
+        parser.error(f"unknown suite {unknown[0]!r} (choose from {', '.join(SUITES)})")
     db = Database()
     try:
-        for name in args.suites:
+        for name in args.suites or list(SUITES):
             started = time.perf_counter()
             for table in SUITES[name](db, args.rounds):
                 print(table, flush=True)
