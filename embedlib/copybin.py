@@ -36,9 +36,9 @@ def boolean(values: np.ndarray) -> np.ndarray:
     return np.asarray(values).astype(np.uint8)
 
 
-def fixed_text(values: Sequence[str], width: int) -> np.ndarray:
+def fixed_text(values: Sequence[str] | np.ndarray, width: int) -> np.ndarray:
     """ASCII strings of exactly ``width`` characters (e.g. hex digests) as a fixed-width column."""
-    return np.array(values, dtype=f"S{width}")
+    return np.asarray(values, dtype=f"S{width}")
 
 
 def constant_text(value: str, rows: int) -> np.ndarray:

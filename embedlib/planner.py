@@ -77,8 +77,12 @@ class Planner:
 
     def _plan(self, window: list[PendingRow], read_after: str | None) -> Iterator[Batch]:
         options = self._options
-        rows = [row for row in window if not is_blank(row.text)]
-        blank_ids = [row.id for row in window if is_blank(row.text)]
+        rows, blank_ids = [], []
+        for row in window:
+            if is_blank(row.text):
+                blank_ids.append(row.id)
+            else:
+                rows.append(row)
         self.skipped += len(blank_ids)
         if blank_ids and not options.metrics_only:
             delete_embeddings(self._conn, self._target, blank_ids)

@@ -52,7 +52,7 @@ class Sink:
     def write_embeddings(
         self,
         ids: Sequence[str],
-        text_hashes: Sequence[str],
+        text_hashes: Sequence[str] | np.ndarray,
         vectors: np.ndarray,
         metrics: TextMetrics,
         frequencies: np.ndarray,
@@ -102,7 +102,7 @@ class Sink:
     def _insert(
         self,
         ids: Sequence[str],
-        text_hashes: Sequence[str],
+        text_hashes: Sequence[str] | np.ndarray,
         vectors: np.ndarray,
         norms: np.ndarray,
         metrics: TextMetrics,
@@ -138,7 +138,7 @@ class Sink:
             raise
         return True
 
-    def write_metrics(self, ids: Sequence[str], text_hashes: Sequence[str], metrics: TextMetrics) -> None:
+    def write_metrics(self, ids: Sequence[str], text_hashes: Sequence[str] | np.ndarray, metrics: TextMetrics) -> None:
         """Update metrics of rows already embedded (norm recomputed from the stored vector)."""
         self._stage(_METRICS_STAGE, _METRIC_STAGE_COLUMNS)
         data = copybin.payload([*_metric_columns(text_hashes, metrics), copybin.text(ids)])
@@ -166,7 +166,7 @@ class Sink:
             raise
 
 
-def _metric_columns(text_hashes: Sequence[str], metrics: TextMetrics) -> list[copybin.Column]:
+def _metric_columns(text_hashes: Sequence[str] | np.ndarray, metrics: TextMetrics) -> list[copybin.Column]:
     return [
         copybin.fixed_text(text_hashes, 32),  # md5 hex digest
         copybin.int4(metrics.char_length),

@@ -32,14 +32,41 @@ def _condition(metrics_only: bool) -> sql.SQL:
     return _EMBEDDED if metrics_only else _NEEDS_EMBEDDING
 
 
-def _chunk_rows(source: SourceTable, target: TargetTable, chunk: sql.Composable) -> sql.Composed:
+def _chunk_rows(
+    source: SourceTable, target: TargetTable, chunk: sql.Composable, *, up_to_highest: bool = False
+) -> sql.Composed:
     """``FROM``: rows of ``chunk`` (a relation with the source's columns) as ``s``, their md5 as
-    ``h.md5`` and their target row, if any, as ``t``."""
+    ``h.md5`` and their target row, if any, as ``t``.
+
+    ``up_to_highest``: look rows up only up to the id ``%(highest)s`` (the
+    target's highest when the pass began; NULL for an empty target). Rows
+    past it had no target row then, so they need no probe: PostgreSQL skips
+    it (a one-time filter), which makes first runs and appended rows cheaper.
+    A row another ingestor stored since is caught on write (see Sink).
+    """
+    parts = {
+        "chunk": chunk,
+        "text": sql.Identifier(source.text_column),
+        "target": target.ident,
+        "id": sql.Identifier(source.id_column),
+        "id_type": sql.SQL(source.id_type),  # format_type: quoted already
+    }
+    rows = "FROM {chunk} s CROSS JOIN LATERAL (SELECT md5(s.{text})) AS h(md5) "
+    if not up_to_highest:
+        return sql.SQL(rows + "LEFT JOIN {target} t ON t.id = s.{id}").format(**parts)
     return sql.SQL(
-        "FROM {chunk} s CROSS JOIN LATERAL (SELECT md5(s.{text})) AS h(md5) LEFT JOIN {target} t ON t.id = s.{id}"
-    ).format(
-        chunk=chunk, text=sql.Identifier(source.text_column), target=target.ident, id=sql.Identifier(source.id_column)
-    )
+        rows + "LEFT JOIN LATERAL (SELECT t.id, t.text_hash, t.model FROM {target} t "
+        # OFFSET 0 keeps the subquery whole, so its test of s.id runs before the probe
+        "WHERE t.id = s.{id} AND s.{id} <= CAST(%(highest)s AS {id_type}) OFFSET 0) t ON TRUE"
+    ).format(**parts)
+
+
+def highest_stored_id(conn: Connection, target: TargetTable) -> str | None:
+    """The target's highest id (text form), or None when it is empty: one index lookup."""
+    # max() has no uuid version; and "ORDER BY t.id", not "id", which would sort the text output column
+    query = sql.SQL("SELECT t.id::text AS highest FROM {} t ORDER BY t.id DESC LIMIT 1").format(target.ident)
+    rows = fetch_all(conn, query)
+    return str(rows[0][0]) if rows else None
 
 
 def count_pending(
@@ -149,8 +176,9 @@ class PendingReader:
             "text": sql.Identifier(source.text_column),
             "cond": _condition(metrics_only),
         }
-        self._first_query = select.format(rows=_chunk_rows(source, target, chunk(False)), **parts)
-        self._next_query = select.format(rows=_chunk_rows(source, target, chunk(True)), **parts)
+        self._first_query = select.format(rows=_chunk_rows(source, target, chunk(False), up_to_highest=True), **parts)
+        self._next_query = select.format(rows=_chunk_rows(source, target, chunk(True), up_to_highest=True), **parts)
+        self._highest = highest_stored_id(conn, target)
 
     def __iter__(self) -> Iterator[list[PendingRow]]:
         remaining = self._limit
@@ -161,7 +189,13 @@ class PendingReader:
         while remaining is None or remaining > 0:
             started = time.perf_counter()
             query = self._first_query if after is None else self._next_query
-            parameters = {"model": self._model, "after": after, "until": self._until, "chunk": size}
+            parameters = {
+                "model": self._model,
+                "after": after,
+                "until": self._until,
+                "chunk": size,
+                "highest": self._highest,
+            }
             chunk = fetch_all(self._conn, query, parameters)
             self.seconds += time.perf_counter() - started
             if not chunk:

@@ -108,8 +108,8 @@ class BatchWorker:
         if failed:
             log.warning("%d rows got a non-finite vector and were not stored", failed)
         index = batch.text_index[row_keep]
-        ids = [row_id for row_id, kept in zip(batch.ids, row_keep, strict=True) if kept]
-        hashes = [batch.text_hashes[i] for i in index]
+        ids = batch.ids if not failed else [row_id for row_id, kept in zip(batch.ids, row_keep, strict=True) if kept]
+        hashes = np.array(batch.text_hashes, dtype="S32")[index]  # md5 hex digests, one per row
         row_metrics = metrics.take(index)
         if ids:
             if vectors is None:

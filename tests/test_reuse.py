@@ -69,3 +69,13 @@ def test_new_rows_fall_back_to_the_upsert_when_a_row_appeared_since_read(dsn, co
         sink.close()
     assert tables.rows(table, "id, text_hash") == [(1, two)]
     assert np.array_equal(tables.embeddings(table)["1"], vectors[0])
+
+
+def test_rows_appended_past_the_highest_stored_id_are_the_only_work(dsn, conn, tables):
+    # ids 1..12 stored; the highest is 12 by number, though "9" sorts after "12" as text
+    table = tables.source([f"row {i}" for i in range(1, 13)])
+    Ingestor(dsn, table=table, model=HashEncoder()).run()
+    add_rows(conn, table, [(13, "row 13"), (14, "row 1")])
+    report = Ingestor(dsn, table=table, model=HashEncoder()).run()
+    assert (report.pending, report.rows, report.encoded) == (2, 2, 1)
+    assert len(tables.embeddings(table)) == 14
