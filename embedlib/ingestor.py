@@ -193,7 +193,6 @@ class Ingestor:
             run.report.skipped += planner.skipped
             run.bar.update(planner.skipped - skipped)
         run.report.read_s += reader.seconds
-        planner.last_id = reader.last_id
         return planner
 
 

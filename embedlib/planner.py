@@ -66,7 +66,7 @@ class Planner:
         self.skipped = 0
         self.deferred = 0
         self.resume_after: str | None = None
-        self.last_id: str | None = None  # where the pass ended (set by its caller)
+        self.last_id: str | None = None  # the last id the pass read
         self._had_vectors = options.metrics_only or has_vectors(conn, target, model)
 
     def batches(self, reader: PendingReader) -> Iterator[Batch]:
@@ -74,6 +74,7 @@ class Planner:
         for window in reader:
             yield from self._plan(window, before)
             before = reader.last_id
+        self.last_id = reader.last_id
 
     def _plan(self, window: list[PendingRow], read_after: str | None) -> Iterator[Batch]:
         options = self._options

@@ -74,10 +74,7 @@ class Sink:
         )
         data = copybin.payload(
             [
-                copybin.vector(vectors),
-                copybin.float4(norms),
-                copybin.int4(frequencies),
-                *_metric_columns(text_hashes, metrics),
+                *_embedding_columns(vectors, norms, frequencies, text_hashes, metrics),
                 copybin.text(ids),
             ]
         )
@@ -114,10 +111,7 @@ class Sink:
             return False  # an id type or a NULL this fast path does not encode
         data = copybin.payload(
             [
-                copybin.vector(vectors),
-                copybin.float4(norms),
-                copybin.int4(frequencies),
-                *_metric_columns(text_hashes, metrics),
+                *_embedding_columns(vectors, norms, frequencies, text_hashes, metrics),
                 copybin.constant_text(self._model, len(ids)),
                 id_column,
             ]
@@ -164,6 +158,22 @@ class Sink:
         except BaseException:
             self._conn.rollback()
             raise
+
+
+def _embedding_columns(
+    vectors: np.ndarray,
+    norms: np.ndarray,
+    frequencies: np.ndarray,
+    text_hashes: Sequence[str] | np.ndarray,
+    metrics: TextMetrics,
+) -> list[copybin.Column]:
+    """The fixed-width columns of a stored row, in the order both write paths COPY them."""
+    return [
+        copybin.vector(vectors),
+        copybin.float4(norms),
+        copybin.int4(frequencies),
+        *_metric_columns(text_hashes, metrics),
+    ]
 
 
 def _metric_columns(text_hashes: Sequence[str] | np.ndarray, metrics: TextMetrics) -> list[copybin.Column]:
