@@ -7,6 +7,7 @@ Ctrl-C ends with 130.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ from typing import NoReturn
 import psycopg2
 
 from embedlib.config import DEFAULT_BATCH_TOKENS, DEFAULT_MODEL, env_dsn, env_workers
-from embedlib.db import one_line, redact
+from embedlib.db import DEFAULT_RECONNECT_S, one_line, redact
 from embedlib.errors import ConfigError, EmbedlibError
 from embedlib.executors import AUTO, EXECUTORS
 
@@ -41,6 +42,16 @@ def _int_at_least(text: str, lowest: int) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < lowest:
         raise argparse.ArgumentTypeError(f"expected a whole number >= {lowest}, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
     return value
 
 
@@ -86,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_BATCH_TOKENS,
         help="cap each call to the model at this many tokens (texts x longest; default: %(default)s, 0: no cap)",
     )
+    ingest.add_argument(
+        "--reconnect-timeout",
+        type=_seconds,
+        default=DEFAULT_RECONNECT_S,
+        metavar="SECONDS",
+        help="how long to keep reconnecting when the database drops a connection (default: %(default)g)",
+    )
     ingest.add_argument("--limit", type=_positive_int, help="process at most this many pending rows")
     ingest.add_argument("--metrics-only", action="store_true", help="recompute metrics of embedded rows, no encoding")
     ingest.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
@@ -122,6 +140,7 @@ def _ingest(args: argparse.Namespace) -> int:
         workers=args.workers,
         batch_tokens=args.batch_tokens,
         metrics_only=args.metrics_only,
+        reconnect_s=args.reconnect_timeout,
         progress=not args.quiet and not args.json,
     ).run(limit=args.limit)
     print(report.to_json() if args.json else report.summary())
@@ -174,6 +193,8 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Warnings (a connection lost and made again, rows that failed) as lines like the errors'.
+    logging.basicConfig(format="embedlib: warning: %(message)s", level=logging.WARNING)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return int(args.handler(args))

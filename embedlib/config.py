@@ -62,6 +62,7 @@ class Settings:
     # batching.budget_slices. 2048 measured fastest here, for short and long texts.
     batch_tokens: int = DEFAULT_BATCH_TOKENS
     metrics_only: bool = False
+    reconnect_s: float = 60.0  # see db.Session
 
     def __post_init__(self) -> None:
         for name in ("table", "text_column", "id_column"):
@@ -77,6 +78,8 @@ class Settings:
         _require_positive("window_size", self.window_size)
         if isinstance(self.batch_tokens, bool) or not isinstance(self.batch_tokens, int) or self.batch_tokens < 0:
             raise ConfigError(f"batch_tokens must be a whole number >= 0, got {self.batch_tokens!r}")
+        if isinstance(self.reconnect_s, bool) or not isinstance(self.reconnect_s, (int, float)) or self.reconnect_s < 0:
+            raise ConfigError(f"reconnect_s must be a number of seconds >= 0, got {self.reconnect_s!r}")
 
     @property
     def target_table(self) -> str:

@@ -2,13 +2,19 @@
 
 Every connection embedlib opens goes through ``connect``, so every
 connection error is turned into a one-line ``DatabaseError`` with the
-password removed.
+password removed. Long-lived connections are ``Session``s: when the server
+drops one (a restart, ``pg_terminate_backend``, a network blip), the unit of
+work under way is run again on a new connection, with backoff.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.extensions
@@ -16,7 +22,12 @@ from psycopg2 import sql
 
 from embedlib.errors import DatabaseError
 
+log = logging.getLogger(__name__)
+
 Connection = psycopg2.extensions.connection
+T = TypeVar("T")
+
+DEFAULT_RECONNECT_S = 60.0  # how long a Session keeps trying to get its connection back
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]*)(?=@)", re.I)
 _KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'|\S+)", re.I)
@@ -100,3 +111,131 @@ def fetch_all(conn: Connection, query: sql.Composable | str, params: Any = None)
     with conn.cursor() as cur:
         cur.execute(query, params)
         return cur.fetchall()
+
+
+def connection_lost(exc: BaseException, conn: Connection | None) -> bool:
+    """Whether ``exc`` means the connection is gone (so the work may be retried on a new one).
+
+    SQLSTATE class 08 is a connection exception; 57P01-57P03 are the server
+    shutting down, crashing or starting up. Not 57014, a cancelled query
+    (a statement timeout): running it again would only time out again.
+    """
+    if not isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        return False
+    code = getattr(exc, "pgcode", None) or ""
+    return (conn is not None and conn.closed != 0) or code.startswith("08") or code in ("57P01", "57P02", "57P03")
+
+
+class Session:
+    """One logical connection that comes back when the server drops it.
+
+    ``run(unit)`` calls ``unit(connection)``; if the connection is lost
+    meanwhile, it reconnects (backing off from 0.1 s to 5 s between tries,
+    for up to ``reconnect_s`` seconds) and calls ``unit`` again. So a unit
+    must be safe to run twice: a read, or a whole transaction that commits at
+    its end (a transaction cut short is rolled back by the server). A fault
+    that outlasts ``reconnect_s`` ends in a ``DatabaseError``. ``on_connect``
+    runs on every new connection (the first one too) to restore session
+    state: temporary tables and advisory locks die with a connection.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        autocommit: bool = False,
+        reconnect_s: float = DEFAULT_RECONNECT_S,
+        on_connect: Callable[[Connection], None] | None = None,
+        retry_first_connect: bool = False,
+    ) -> None:
+        self._dsn = dsn
+        self._autocommit = autocommit
+        self._reconnect_s = reconnect_s
+        self._on_connect = on_connect
+        self.reconnects = 0
+        self._conn: Connection | None = None
+        if retry_first_connect:  # the run is under way: the server was there a moment ago
+            self._reconnect(None)
+        else:
+            self._open()  # a run's first connection fails at once: a wrong DSN is not a fault to wait out
+
+    @property
+    def conn(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            self._reconnect(None)
+        assert self._conn is not None
+        return self._conn
+
+    def run(self, unit: Callable[[Connection], T]) -> T:
+        while True:
+            conn = self.conn
+            try:
+                return unit(conn)
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                if not connection_lost(exc, conn):
+                    raise
+                self._reconnect(exc)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _open(self) -> None:
+        conn = connect(self._dsn, autocommit=self._autocommit)
+        try:
+            if self._on_connect is not None:
+                self._on_connect(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _reconnect(self, cause: BaseException | None) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        reason = redact(one_line(cause), self._dsn) if cause else "connection closed"
+        if cause is not None:
+            log.warning("lost the database connection (%s); reconnecting", reason)
+        started = time.monotonic()
+        delay = 0.1
+        while True:
+            try:
+                self._open()
+                break
+            except (DatabaseError, psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                if time.monotonic() - started + delay > self._reconnect_s:
+                    raise DatabaseError(
+                        f"lost the database connection ({reason}) and could not reconnect "
+                        f"within {self._reconnect_s:g} s: {redact(one_line(exc), self._dsn)}"
+                    ) from None
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)
+        if cause is not None:
+            self.reconnects += 1
+            log.warning("reconnected after %.1f s", time.monotonic() - started)
+
+
+@contextlib.contextmanager
+def transaction(conn: Connection) -> Iterator[Connection]:
+    """One transaction on ``conn``, whatever its autocommit: committed at the end, rolled back on error."""
+    autocommit = conn.autocommit
+    if autocommit:
+        conn.autocommit = False
+    try:
+        yield conn
+        conn.commit()
+    except BaseException:
+        rollback_quietly(conn)
+        raise
+    finally:
+        if autocommit and not conn.closed:
+            conn.autocommit = True
+
+
+def rollback_quietly(conn: Connection) -> None:
+    """Roll back if the connection is still there (a lost one has nothing to roll back)."""
+    if not conn.closed:
+        with contextlib.suppress(psycopg2.InterfaceError, psycopg2.OperationalError):
+            conn.rollback()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from embedlib.config import DEFAULT_BATCH_TOKENS, DEFAULT_MODEL, Settings, env_dsn, env_workers
-from embedlib.db import Connection, connect, ensure_vector_extension, resolve_dsn
+from embedlib.db import DEFAULT_RECONNECT_S, Connection, Session, ensure_vector_extension, resolve_dsn, transaction
 from embedlib.encoder import Encoder, model_label, resolve_encoder
 from embedlib.errors import ConfigError, SchemaError
 from embedlib.executors import Executor, WorkerFactory, make_executor
@@ -34,6 +34,8 @@ class Ingestor:
     (default ``EMBED_WORKERS``, else the executor's own default) is what it
     runs in parallel. ``batch_size`` texts make a batch (one transaction);
     ``batch_tokens`` caps the tokens of each call to the model within it.
+    A lost database connection is made again for up to ``reconnect_s``
+    seconds, and the work under way is redone (see ``db.Session``).
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class Ingestor:
         window_size: int = 0,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
         metrics_only: bool = False,
+        reconnect_s: float = DEFAULT_RECONNECT_S,
         progress: bool = False,
     ) -> None:
         # An executor made here is this Ingestor's, shut down after each run; one
@@ -73,6 +76,7 @@ class Ingestor:
             window_size=window_size,
             batch_tokens=batch_tokens,
             metrics_only=metrics_only,
+            reconnect_s=reconnect_s,
         )
         self.progress = progress
 
@@ -83,11 +87,11 @@ class Ingestor:
         started = time.perf_counter()
         s = self.settings
         dsn = resolve_dsn(s.dsn)
-        conn = connect(dsn)
+        # Reads need no transaction: in autocommit each query sees the latest commits.
+        session = Session(dsn, reconnect_s=s.reconnect_s, on_connect=_autocommit)
         try:
-            source, target, label, pending = self._prepare(conn)
+            source, target, label, pending = session.run(self._prepare)
             setup_s = time.perf_counter() - started
-            conn.autocommit = True  # reads need no transaction; each query sees the latest commits
             report = IngestReport(
                 table=source.label,
                 target=target.label,
@@ -99,9 +103,14 @@ class Ingestor:
                 setup_s=setup_s,
             )
             report.pending = pending if limit is None else min(pending, limit)
-            duplicates = duplicate_counts(conn, source)
+            duplicates = session.run(lambda conn: duplicate_counts(conn, source))
             spec = WorkerSpec(
-                dsn=dsn, target=target, model=s.model, metrics_only=s.metrics_only, batch_tokens=s.batch_tokens
+                dsn=dsn,
+                target=target,
+                model=s.model,
+                metrics_only=s.metrics_only,
+                batch_tokens=s.batch_tokens,
+                reconnect_s=s.reconnect_s,
             )
             encoder = resolve_encoder(s.model) if pending else None  # loaded already when rows are pending
             options = PlanOptions(
@@ -111,7 +120,9 @@ class Ingestor:
                 metrics_only=s.metrics_only,
             )
             with _progress_bar(report.pending, enabled=self.progress) as bar:
-                run = _Run(conn, source, target, label, duplicates, functools.partial(BatchWorker, spec), report, bar)
+                run = _Run(
+                    session, source, target, label, duplicates, functools.partial(BatchWorker, spec), report, bar
+                )
                 first = self._pass(run, options, limit=limit)
                 if first.deferred:
                     # Rows whose text was still being encoded when the planner met them again:
@@ -119,10 +130,11 @@ class Ingestor:
                     options.defer_in_flight = False
                     self._pass(run, options, after=first.resume_after, until=first.last_id, again=True)
             refresh_started = time.perf_counter()
-            refresh_frequency(conn, target, duplicates)
+            session.run(lambda conn: refresh_frequency(conn, target, duplicates))
             report.write_s += time.perf_counter() - refresh_started
+            report.reconnects += session.reconnects
         finally:
-            conn.close()
+            session.close()
             if self._owns_executor:
                 self.executor.shutdown()
         report.seconds = time.perf_counter() - started
@@ -137,24 +149,26 @@ class Ingestor:
         always finds work, since rows embedded by another model are pending.
         """
         s = self.settings
-        source = inspect_source(conn, s.table, s.id_column, s.text_column)
-        label = model_label(s.model)
-        target = existing_target(conn, source, s.target)
-        if s.metrics_only and target is None:
-            raise SchemaError(f"table {s.target_table!r} does not exist yet: run ingest without --metrics-only")
-        pending = None if target is None else count_pending(conn, source, target, label, metrics_only=s.metrics_only)
-        if s.metrics_only:
-            if pending:
-                resolve_encoder(s.model)  # its tokenizer counts tokens
-        elif pending is None or pending > 0:
-            encoder = resolve_encoder(s.model)
-            ensure_vector_extension(conn)
-            target = ensure_target(conn, source, s.target, encoder.dimension)
-        assert target is not None
-        if pending is None:
-            pending = count_pending(conn, source, target, label)
-        conn.commit()
-        return source, target, label, pending
+        with transaction(conn):
+            source = inspect_source(conn, s.table, s.id_column, s.text_column)
+            label = model_label(s.model)
+            target = existing_target(conn, source, s.target)
+            if s.metrics_only and target is None:
+                raise SchemaError(f"table {s.target_table!r} does not exist yet: run ingest without --metrics-only")
+            pending = (
+                None if target is None else count_pending(conn, source, target, label, metrics_only=s.metrics_only)
+            )
+            if s.metrics_only:
+                if pending:
+                    resolve_encoder(s.model)  # its tokenizer counts tokens
+            elif pending is None or pending > 0:
+                encoder = resolve_encoder(s.model)
+                ensure_vector_extension(conn)
+                target = ensure_target(conn, source, s.target, encoder.dimension)
+            assert target is not None
+            if pending is None:
+                pending = count_pending(conn, source, target, label)
+            return source, target, label, pending
 
     def _pass(
         self,
@@ -172,7 +186,7 @@ class Ingestor:
         """
         s = self.settings
         reader = PendingReader(
-            run.conn,
+            run.session,
             run.source,
             run.target,
             run.label,
@@ -182,7 +196,7 @@ class Ingestor:
             after=after,
             until=until,
         )
-        planner = Planner(run.conn, run.target, run.label, run.duplicates, options)
+        planner = Planner(run.session, run.target, run.label, run.duplicates, options)
         skipped = 0
         for result in self.executor.map_unordered(run.make_worker, planner.batches(reader)):
             run.report.add(result)
@@ -200,7 +214,7 @@ class Ingestor:
 class _Run:
     """What every pass of one run shares."""
 
-    conn: Connection
+    session: Session
     source: SourceTable
     target: TargetTable
     label: str  # the model's
@@ -214,3 +228,7 @@ def _progress_bar(total: int, *, enabled: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="row", disable=not enabled, dynamic_ncols=True, smoothing=0.1)
+
+
+def _autocommit(conn: Connection) -> None:
+    conn.autocommit = True

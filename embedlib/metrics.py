@@ -68,6 +68,7 @@ class IngestReport:
     encoded: int = 0
     skipped: int = 0  # NULL, empty or blank text
     failed: int = 0
+    reconnects: int = 0  # database connections lost and made again during the run
     seconds: float = 0.0
     setup_s: float = 0.0
     read_s: float = 0.0
@@ -85,6 +86,7 @@ class IngestReport:
         self.rows += batch.rows
         self.encoded += batch.encoded
         self.failed += batch.failed
+        self.reconnects += batch.reconnects
         self.encode_s += batch.encode_s
         self.write_s += batch.write_s
 
@@ -107,5 +109,7 @@ class IngestReport:
             f"  model {self.model}, executor {self.executor} x{self.workers}, batch size {self.batch_size}",
             f"  time: read {self.read_s:.2f} s, encode {self.encode_s:.2f} s, write {self.write_s:.2f} s",
         ]
+        if self.reconnects:
+            lines.append(f"  database connections lost and made again: {self.reconnects}")
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedlib.batching import Batch, PendingRow, TextGroup, batch_of, group_by_text, is_blank, make_batches
-from embedlib.db import Connection
+from embedlib.db import Session
 from embedlib.schema import TargetTable
 from embedlib.sink import delete_embeddings
 from embedlib.source import PendingReader, has_vectors, stored_vectors
@@ -51,13 +51,13 @@ class Planner:
 
     def __init__(
         self,
-        conn: Connection,
+        session: Session,
         target: TargetTable,
         model: str,
         frequencies: Mapping[str, int],
         options: PlanOptions,
     ) -> None:
-        self._conn = conn
+        self._session = session
         self._target = target
         self._model = model
         self._frequencies = frequencies
@@ -67,7 +67,7 @@ class Planner:
         self.deferred = 0
         self.resume_after: str | None = None
         self.last_id: str | None = None  # the last id the pass read
-        self._had_vectors = options.metrics_only or has_vectors(conn, target, model)
+        self._had_vectors = options.metrics_only or session.run(lambda conn: has_vectors(conn, target, model))
 
     def batches(self, reader: PendingReader) -> Iterator[Batch]:
         before = reader.last_id
@@ -86,7 +86,7 @@ class Planner:
                 rows.append(row)
         self.skipped += len(blank_ids)
         if blank_ids and not options.metrics_only:
-            delete_embeddings(self._conn, self._target, blank_ids)
+            self._session.run(lambda conn: delete_embeddings(conn, self._target, blank_ids))
         groups = group_by_text(rows)
         if options.count_tokens is not None and groups:
             for group, count in zip(groups, options.count_tokens([g.text for g in groups]), strict=True):
@@ -98,7 +98,7 @@ class Planner:
         # A target that held no vector of this model when the run began can only
         # hold the vectors of texts this run has sent to the encoder.
         candidates = [g.text_hash for g in groups if self._had_vectors or g.text_hash in self._sent]
-        stored = stored_vectors(self._conn, self._target, self._model, candidates)
+        stored = self._session.run(lambda conn: stored_vectors(conn, self._target, self._model, candidates))
         reuse = [g for g in groups if g.text_hash in stored]
         to_encode = []
         for group in groups:

@@ -14,7 +14,7 @@ import psycopg2.errors
 from psycopg2 import sql
 
 from embedlib import copybin
-from embedlib.db import Connection
+from embedlib.db import DEFAULT_RECONNECT_S, Connection, Session, rollback_quietly, transaction
 from embedlib.metrics import UNKNOWN_TOKENS, TextMetrics
 from embedlib.schema import TargetTable
 
@@ -27,26 +27,39 @@ _METRIC_STAGE_COLUMNS = "text_hash text, char_length int4, token_count int4, tru
 
 
 class Sink:
-    """Writes batches through one connection (so one Sink per worker)."""
+    """Writes batches through one ``Session`` (so one Sink per worker).
 
-    def __init__(self, conn: Connection, target: TargetTable, model: str) -> None:
-        self._conn = conn
+    Every write is one unit of the session: if the connection is lost, the
+    whole transaction is run again on a new one. That is safe: a COPY whose
+    commit went through unacknowledged meets its own rows the second time
+    and falls back to the upsert, which writes the same values again.
+    """
+
+    def __init__(self, dsn: str, target: TargetTable, model: str, *, reconnect_s: float = DEFAULT_RECONNECT_S) -> None:
         self._target = target
         self._model = model
-        self._staged: set[str] = set()
+        self._staged: set[str] = set()  # staging tables made on the current connection
+        # Sinks connect once a run is under way: a refused connection is a fault to wait out.
+        self._session = Session(
+            dsn, reconnect_s=reconnect_s, on_connect=lambda conn: self._staged.clear(), retry_first_connect=True
+        )
+
+    @property
+    def reconnects(self) -> int:
+        return self._session.reconnects
 
     def close(self) -> None:
-        self._conn.close()
+        self._session.close()
 
-    def _stage(self, name: sql.Identifier, columns: str) -> None:
+    def _stage(self, conn: Connection, name: sql.Identifier, columns: str) -> None:
         key = name.string
         if key in self._staged:
             return
-        with self._conn.cursor() as cur:
+        with conn.cursor() as cur:
             cur.execute(
                 sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(name, sql.SQL(columns))
             )
-        self._conn.commit()
+        conn.commit()
         self._staged.add(key)
 
     def write_embeddings(
@@ -67,16 +80,14 @@ class Sink:
         a staging table and an upsert.
         """
         norms = np.linalg.norm(vectors, axis=1)
-        if new_rows and self._insert(ids, text_hashes, vectors, norms, metrics, frequencies):
-            return
-        self._stage(
-            _STAGE, f"embedding vector({self._target.dimension}), norm float4, frequency int4, {_METRIC_STAGE_COLUMNS}"
-        )
-        data = copybin.payload(
-            [
-                *_embedding_columns(vectors, norms, frequencies, text_hashes, metrics),
-                copybin.text(ids),
-            ]
+        columns = _embedding_columns(vectors, norms, frequencies, text_hashes, metrics)
+        if new_rows:
+            data = self._insert_payload(ids, columns, metrics)
+            if data is not None and self._session.run(lambda conn: self._insert(conn, data)):
+                return
+        staged = copybin.payload([*columns, copybin.text(ids)])
+        stage_columns = (
+            f"embedding vector({self._target.dimension}), norm float4, frequency int4, {_METRIC_STAGE_COLUMNS}"
         )
         upsert = sql.SQL(
             """
@@ -94,47 +105,35 @@ class Sink:
                 embedded_at = EXCLUDED.embedded_at
             """
         ).format(target=self._target.ident, id_type=sql.SQL(self._target.id_type), stage=_STAGE)
-        self._copy_and_run(_STAGE, data, upsert)
+        self._session.run(lambda conn: self._copy_and_run(conn, _STAGE, stage_columns, staged, upsert))
 
-    def _insert(
-        self,
-        ids: Sequence[str],
-        text_hashes: Sequence[str] | np.ndarray,
-        vectors: np.ndarray,
-        norms: np.ndarray,
-        metrics: TextMetrics,
-        frequencies: np.ndarray,
-    ) -> bool:
-        """COPY rows straight into the target; False (and nothing written) if that cannot be done."""
+    def _insert_payload(self, ids: Sequence[str], columns: list[copybin.Column], metrics: TextMetrics) -> bytes | None:
+        """The COPY payload of rows for the target itself, or None if this fast path cannot encode them."""
         id_column = copybin.ids(ids, self._target.id_type)
         if id_column is None or (metrics.token_count == UNKNOWN_TOKENS).any():
-            return False  # an id type or a NULL this fast path does not encode
-        data = copybin.payload(
-            [
-                *_embedding_columns(vectors, norms, frequencies, text_hashes, metrics),
-                copybin.constant_text(self._model, len(ids)),
-                id_column,
-            ]
-        )
+            return None  # an id type or a NULL this fast path does not encode
+        return copybin.payload([*columns, copybin.constant_text(self._model, len(ids)), id_column])
+
+    def _insert(self, conn: Connection, data: bytes) -> bool:
+        """COPY rows straight into the target; False (and nothing written) if one of them is there already."""
         copy = sql.SQL(
             "COPY {target} (embedding, norm, frequency, text_hash, char_length, token_count, truncated, model, id) "
             "FROM STDIN (FORMAT binary)"
         ).format(target=self._target.ident)
         try:
-            with self._conn.cursor() as cur:
+            with conn.cursor() as cur:
                 cur.copy_expert(copy, io.BytesIO(data), size=len(data))
-            self._conn.commit()
+            conn.commit()
         except psycopg2.errors.UniqueViolation:
-            self._conn.rollback()  # a row appeared since it was read (another ingestor): upsert instead
+            conn.rollback()  # a row appeared since it was read (another ingestor, a retried commit): upsert
             return False
         except BaseException:
-            self._conn.rollback()
+            rollback_quietly(conn)
             raise
         return True
 
     def write_metrics(self, ids: Sequence[str], text_hashes: Sequence[str] | np.ndarray, metrics: TextMetrics) -> None:
         """Update metrics of rows already embedded (norm recomputed from the stored vector)."""
-        self._stage(_METRICS_STAGE, _METRIC_STAGE_COLUMNS)
         data = copybin.payload([*_metric_columns(text_hashes, metrics), copybin.text(ids)])
         update = sql.SQL(
             """
@@ -147,16 +146,19 @@ class Sink:
             WHERE t.id = CAST(s.id AS {id_type}) AND t.text_hash = s.text_hash AND t.model = %(model)s
             """
         ).format(target=self._target.ident, id_type=sql.SQL(self._target.id_type), stage=_METRICS_STAGE)
-        self._copy_and_run(_METRICS_STAGE, data, update)
+        self._session.run(lambda conn: self._copy_and_run(conn, _METRICS_STAGE, _METRIC_STAGE_COLUMNS, data, update))
 
-    def _copy_and_run(self, stage: sql.Identifier, data: bytes, statement: sql.Composed) -> None:
+    def _copy_and_run(
+        self, conn: Connection, stage: sql.Identifier, columns: str, data: bytes, statement: sql.Composed
+    ) -> None:
+        self._stage(conn, stage, columns)
         try:
-            with self._conn.cursor() as cur:
+            with conn.cursor() as cur:
                 cur.copy_expert(sql.SQL("COPY pg_temp.{} FROM STDIN (FORMAT binary)").format(stage), io.BytesIO(data))
                 cur.execute(statement, {"model": self._model, "unknown": UNKNOWN_TOKENS})
-            self._conn.commit()  # ON COMMIT DELETE ROWS empties the stage
+            conn.commit()  # ON COMMIT DELETE ROWS empties the stage
         except BaseException:
-            self._conn.rollback()
+            rollback_quietly(conn)
             raise
 
 
@@ -209,39 +211,30 @@ def refresh_frequency(conn: Connection, target: TargetTable, duplicates: Mapping
     frequency is not 1, found through a partial index: never a scan of the
     whole target.
     """
-    autocommit = conn.autocommit
-    conn.autocommit = False  # one transaction: the temporary table lives until its commit
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("CREATE TEMP TABLE {} (text_hash text PRIMARY KEY, n int4) ON COMMIT DROP").format(_DUPLICATES)
-            )
-            data = copybin.payload(
-                [
-                    copybin.fixed_text(list(duplicates), 32),
-                    copybin.int4(np.fromiter(duplicates.values(), dtype=np.int64, count=len(duplicates))),
-                ]
-            )
-            cur.copy_expert(sql.SQL("COPY pg_temp.{} FROM STDIN (FORMAT binary)").format(_DUPLICATES), io.BytesIO(data))
-            cur.execute(sql.SQL("ANALYZE pg_temp.{}").format(_DUPLICATES))
-            cur.execute(
-                sql.SQL(
-                    "UPDATE {target} t SET frequency = d.n FROM pg_temp.{duplicates} d "
-                    "WHERE t.text_hash = d.text_hash AND t.frequency IS DISTINCT FROM d.n"
-                ).format(target=target.ident, duplicates=_DUPLICATES)
-            )
-            changed = cur.rowcount
-            cur.execute(
-                sql.SQL(
-                    "UPDATE {target} t SET frequency = 1 WHERE t.frequency IS DISTINCT FROM 1 "
-                    "AND NOT EXISTS (SELECT FROM pg_temp.{duplicates} d WHERE d.text_hash = t.text_hash)"
-                ).format(target=target.ident, duplicates=_DUPLICATES)
-            )
-            changed += cur.rowcount
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
-    finally:
-        conn.autocommit = autocommit
+    with transaction(conn), conn.cursor() as cur:  # one transaction: the temporary table lives until its commit
+        cur.execute(
+            sql.SQL("CREATE TEMP TABLE {} (text_hash text PRIMARY KEY, n int4) ON COMMIT DROP").format(_DUPLICATES)
+        )
+        data = copybin.payload(
+            [
+                copybin.fixed_text(list(duplicates), 32),
+                copybin.int4(np.fromiter(duplicates.values(), dtype=np.int64, count=len(duplicates))),
+            ]
+        )
+        cur.copy_expert(sql.SQL("COPY pg_temp.{} FROM STDIN (FORMAT binary)").format(_DUPLICATES), io.BytesIO(data))
+        cur.execute(sql.SQL("ANALYZE pg_temp.{}").format(_DUPLICATES))
+        cur.execute(
+            sql.SQL(
+                "UPDATE {target} t SET frequency = d.n FROM pg_temp.{duplicates} d "
+                "WHERE t.text_hash = d.text_hash AND t.frequency IS DISTINCT FROM d.n"
+            ).format(target=target.ident, duplicates=_DUPLICATES)
+        )
+        changed = cur.rowcount
+        cur.execute(
+            sql.SQL(
+                "UPDATE {target} t SET frequency = 1 WHERE t.frequency IS DISTINCT FROM 1 "
+                "AND NOT EXISTS (SELECT FROM pg_temp.{duplicates} d WHERE d.text_hash = t.text_hash)"
+            ).format(target=target.ident, duplicates=_DUPLICATES)
+        )
+        changed += cur.rowcount
     return changed

@@ -19,7 +19,7 @@ from psycopg2 import sql
 
 from embedlib import copybin
 from embedlib.batching import PendingRow
-from embedlib.db import Connection, fetch_all
+from embedlib.db import Connection, Session, fetch_all
 from embedlib.schema import SourceTable, TargetTable
 
 # Rows with no embedding yet, or whose text or model changed since.
@@ -130,7 +130,7 @@ class PendingReader:
 
     def __init__(
         self,
-        conn: Connection,
+        session: Session,
         source: SourceTable,
         target: TargetTable,
         model: str,
@@ -141,7 +141,7 @@ class PendingReader:
         after: str | None = None,
         until: str | None = None,
     ) -> None:
-        self._conn = conn
+        self._session = session
         self._model = model
         self._window_size = window_size
         self._limit = limit
@@ -178,7 +178,7 @@ class PendingReader:
         }
         self._first_query = select.format(rows=_chunk_rows(source, target, chunk(False), up_to_highest=True), **parts)
         self._next_query = select.format(rows=_chunk_rows(source, target, chunk(True), up_to_highest=True), **parts)
-        self._highest = highest_stored_id(conn, target)
+        self._highest = session.run(lambda conn: highest_stored_id(conn, target))
 
     def __iter__(self) -> Iterator[list[PendingRow]]:
         remaining = self._limit
@@ -196,7 +196,7 @@ class PendingReader:
                 "chunk": size,
                 "highest": self._highest,
             }
-            chunk = fetch_all(self._conn, query, parameters)
+            chunk = self._session.run(lambda conn: fetch_all(conn, query, parameters))  # noqa: B023 (run at once)
             self.seconds += time.perf_counter() - started
             if not chunk:
                 return

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from embedlib.batching import Batch, budget_slices, encode_cost
-from embedlib.db import connect
+from embedlib.db import DEFAULT_RECONNECT_S
 from embedlib.encoder import model_label, resolve_encoder
 from embedlib.metrics import TextMetrics
 from embedlib.schema import TargetTable
@@ -32,6 +32,7 @@ class WorkerSpec:
     model: Any  # a model name or path, or an Encoder object
     metrics_only: bool = False
     batch_tokens: int = 0  # a token budget per encode call (see batching.budget_slices); 0: one call a batch
+    reconnect_s: float = DEFAULT_RECONNECT_S  # how long a lost connection is retried (see db.Session)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class BatchResult:
     failed: int  # rows not written because their vector was not finite
     encode_s: float
     write_s: float
+    reconnects: int = 0  # connections lost and made again while writing it
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ class BatchWorker:
     @property
     def sink(self) -> Sink:
         if self._sink is None:
-            self._sink = Sink(connect(self._spec.dsn), self._spec.target, model_label(self._spec.model))
+            spec = self._spec
+            self._sink = Sink(spec.dsn, spec.target, model_label(spec.model), reconnect_s=spec.reconnect_s)
         return self._sink
 
     def __call__(self, batch: Batch) -> BatchResult:
@@ -111,6 +114,7 @@ class BatchWorker:
         ids = batch.ids if not failed else [row_id for row_id, kept in zip(batch.ids, row_keep, strict=True) if kept]
         hashes = np.array(batch.text_hashes, dtype="S32")[index]  # md5 hex digests, one per row
         row_metrics = metrics.take(index)
+        reconnects_before = self.sink.reconnects if ids else 0
         if ids:
             if vectors is None:
                 self.sink.write_metrics(ids, hashes, row_metrics)
@@ -124,6 +128,7 @@ class BatchWorker:
             failed=failed,
             encode_s=encoded.encode_s,
             write_s=time.perf_counter() - started,
+            reconnects=self.sink.reconnects - reconnects_before if ids else 0,
         )
 
     def close(self) -> None:

@@ -8,7 +8,6 @@ import numpy as np
 from psycopg2 import sql
 
 from embedlib import Ingestor
-from embedlib.db import connect
 from embedlib.metrics import TextMetrics
 from embedlib.schema import existing_target, inspect_source
 from embedlib.sink import Sink
@@ -59,7 +58,7 @@ def test_new_rows_fall_back_to_the_upsert_when_a_row_appeared_since_read(dsn, co
     target = existing_target(conn, inspect_source(conn, table, "id", "text"), None)
     assert target is not None
     encoder = HashEncoder()
-    sink = Sink(connect(dsn), target, encoder.name)
+    sink = Sink(dsn, target, encoder.name)
     try:
         vectors = encoder.encode(["two"])
         metrics = TextMetrics.of(encoder, ["two"])

@@ -1,0 +1,123 @@
+"""Faults, with real processes and a real PostgreSQL: the run survives them or stops cleanly.
+
+Each test runs ``embedlib ingest`` as a user would, with the real model,
+does something unkind to it while it runs, and then checks the target row
+by row against the source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+from psycopg2 import sql
+
+from embedlib.proxy import Proxy
+
+
+def start_cli(*args: str, dsn: str) -> subprocess.Popen[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in ("EMBEDLIB_DSN", "DATABASE_URL", "EMBED_WORKERS")}
+    environment["EMBEDLIB_DSN"] = dsn
+    return subprocess.Popen(
+        [sys.executable, "-m", "embedlib", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+
+
+def stored_count(conn, table: str) -> int:
+    target = f"{table}_embeddings"
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(target).as_string(conn),))
+        if not cur.fetchone()[0]:
+            return 0
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(target)))
+        return int(cur.fetchone()[0])
+
+
+def wait_for_rows(conn, table: str, proc: subprocess.Popen[str], at_least: int) -> None:
+    deadline = time.monotonic() + 120
+    while stored_count(conn, table) < at_least:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run stored nothing in 120 s"
+        time.sleep(0.05)
+
+
+def assert_every_row_matches_its_text(tables, table: str, texts: list[str]) -> None:
+    """One target row per source row, each with its own text's hash."""
+    rows = tables.rows(table, "id, text_hash")
+    assert [row_id for row_id, _ in rows] == list(range(1, len(texts) + 1))
+    for row_id, text_hash in rows:
+        assert text_hash == hashlib.md5(texts[row_id - 1].encode()).hexdigest()
+
+
+def distinct(texts: list[str], n: int) -> list[str]:
+    unique = list(dict.fromkeys(texts))[:n]
+    assert len(unique) == n
+    return unique
+
+
+def test_connections_terminated_by_the_server_are_made_again(conn, dsn, tables, sample_texts, st_model):
+    texts = distinct(sample_texts, 1500)
+    table = tables.source(texts)
+    proc = start_cli("ingest", table, "50", "--json", dsn=dsn)
+    wait_for_rows(conn, table, proc, 1)
+    rounds = 0
+    while proc.poll() is None and rounds < 5:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'embedlib' AND datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            rounds += cur.fetchone()[0] > 0
+        time.sleep(0.5)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    print(f"\nterminated the run's connections {rounds} times; report: {out.strip()}")
+    assert rounds >= 3, "the run ended before the faults were done: make it longer"
+    report = json.loads(out)
+    assert report["reconnects"] >= 1
+    assert_every_row_matches_its_text(tables, table, texts)
+    stored = tables.embeddings(table)
+    check = [1, 750, 1500]
+    expected = st_model.encode([texts[i - 1] for i in check], normalize_embeddings=False)
+    for row_id, vector in zip(check, expected, strict=True):
+        got = stored[str(row_id)]
+        assert np.dot(got, vector) / (np.linalg.norm(got) * np.linalg.norm(vector)) > 0.999
+
+
+def test_a_fault_that_persists_ends_the_run_cleanly_and_the_next_run_finishes(conn, dsn, tables, sample_texts):
+    texts = distinct(sample_texts, 1500)
+    table = tables.source(texts)
+    proxy = Proxy(dsn)
+    try:
+        proc = start_cli("ingest", table, "50", "--reconnect-timeout", "2", "--json", dsn=proxy.dsn)
+        wait_for_rows(conn, table, proc, 100)
+        proxy.stop()  # the server is gone, as far as the run can tell, and stays gone
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, err
+        assert out == ""
+        *warnings, error = err.strip().splitlines()
+        assert all(line.startswith("embedlib: warning: ") for line in warnings), err
+        assert error.startswith("embedlib: error: lost the database connection") and "within 2 s" in error
+        stored = stored_count(conn, table)
+        print(f"\nstopped after {stored} rows: {error}")
+        # Batches are transactions: whole batches of 50 distinct texts, nothing half written.
+        assert 100 <= stored < len(texts) and stored % 50 == 0
+
+        proxy.start()
+        proc = start_cli("ingest", table, "50", "--json", dsn=proxy.dsn)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        report = json.loads(out)
+        assert (report["rows"], report["encoded"]) == (len(texts) - stored, len(texts) - stored)
+    finally:
+        proxy.stop()
+    assert_every_row_matches_its_text(tables, table, texts)
