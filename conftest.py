@@ -16,6 +16,7 @@ import pytest
 from psycopg2 import sql
 
 from embedlib.db import connect, ensure_vector_extension
+from embedlib.executors import EXECUTORS
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +49,7 @@ class Tables:
 
     def name(self, prefix: str = "t") -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-        self.created += [name, f"{name}_embeddings"]
+        self.created += [name, f"{name}_embeddings", f"{name}_embedding_errors"]
         return name
 
     def source(self, texts: Sequence[str | None], *, prefix: str = "t", id_type: str = "bigint") -> str:
@@ -90,6 +91,12 @@ def tables(conn: psycopg2.extensions.connection) -> Iterator[Tables]:
     made = Tables(conn)
     yield made
     made.drop_all()
+
+
+@pytest.fixture(params=sorted(EXECUTORS))
+def executor_name(request: pytest.FixtureRequest) -> str:
+    """Each executor in turn: a behaviour suite runs against all of them."""
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

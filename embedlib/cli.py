@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import psycopg2
 
-from embedlib.config import DEFAULT_BATCH_TOKENS, DEFAULT_MODEL, env_dsn, env_workers
+from embedlib.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ATTEMPTS, DEFAULT_MODEL, env_dsn, env_workers
 from embedlib.db import DEFAULT_RECONNECT_S, one_line, redact
 from embedlib.errors import ConfigError, EmbedlibError
 from embedlib.executors import AUTO, EXECUTORS
@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to keep reconnecting when the database drops a connection (default: %(default)g)",
     )
+    ingest.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=DEFAULT_MAX_ATTEMPTS,
+        help="runs that try a row the model fails on before leaving it out (default: %(default)s)",
+    )
     ingest.add_argument("--limit", type=_positive_int, help="process at most this many pending rows")
     ingest.add_argument("--metrics-only", action="store_true", help="recompute metrics of embedded rows, no encoding")
     ingest.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
@@ -140,6 +146,7 @@ def _ingest(args: argparse.Namespace) -> int:
         workers=args.workers,
         batch_tokens=args.batch_tokens,
         metrics_only=args.metrics_only,
+        max_attempts=args.max_attempts,
         reconnect_s=args.reconnect_timeout,
         progress=not args.quiet and not args.json,
     ).run(limit=args.limit)

@@ -10,6 +10,7 @@ from embedlib.errors import ConfigError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_BATCH_TOKENS = 2048
+DEFAULT_MAX_ATTEMPTS = 3  # runs that try a text the model fails on, before it is left out
 
 # Environment variables, highest priority first where several mean the same thing.
 DSN_ENV_VARS = ("EMBEDLIB_DSN", "DATABASE_URL")
@@ -62,6 +63,7 @@ class Settings:
     # batching.budget_slices. 2048 measured fastest here, for short and long texts.
     batch_tokens: int = DEFAULT_BATCH_TOKENS
     metrics_only: bool = False
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     reconnect_s: float = 60.0  # see db.Session
 
     def __post_init__(self) -> None:
@@ -73,6 +75,7 @@ class Settings:
             raise ConfigError(f"target must be a non-empty name, got {self.target!r}")
         _require_positive("batch_size", self.batch_size)
         _require_positive("workers", self.workers)
+        _require_positive("max_attempts", self.max_attempts)
         if self.window_size == 0:
             object.__setattr__(self, "window_size", max(10_000, 10 * self.batch_size))
         _require_positive("window_size", self.window_size)

@@ -8,16 +8,31 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from embedlib.config import DEFAULT_BATCH_TOKENS, DEFAULT_MODEL, Settings, env_dsn, env_workers
-from embedlib.db import DEFAULT_RECONNECT_S, Connection, Session, ensure_vector_extension, resolve_dsn, transaction
+from embedlib.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ATTEMPTS, DEFAULT_MODEL, Settings, env_dsn, env_workers
+from embedlib.db import (
+    DEFAULT_RECONNECT_S,
+    Connection,
+    Session,
+    ensure_vector_extension,
+    fetch_all,
+    resolve_dsn,
+    transaction,
+)
 from embedlib.encoder import Encoder, model_label, resolve_encoder
 from embedlib.errors import ConfigError, SchemaError
 from embedlib.executors import Executor, WorkerFactory, make_executor
 from embedlib.metrics import IngestReport
 from embedlib.planner import Planner, PlanOptions
-from embedlib.schema import SourceTable, TargetTable, ensure_target, existing_target, inspect_source
-from embedlib.sink import refresh_frequency
-from embedlib.source import PendingReader, count_pending, duplicate_counts
+from embedlib.schema import (
+    SourceTable,
+    TargetTable,
+    ensure_errors_table,
+    ensure_target,
+    existing_target,
+    inspect_source,
+)
+from embedlib.sink import clear_resolved_errors, refresh_frequency
+from embedlib.source import PendingReader, Retries, count_given_up, count_pending, duplicate_counts
 from embedlib.worker import BatchWorker, WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -35,7 +50,9 @@ class Ingestor:
     runs in parallel. ``batch_size`` texts make a batch (one transaction);
     ``batch_tokens`` caps the tokens of each call to the model within it.
     A lost database connection is made again for up to ``reconnect_s``
-    seconds, and the work under way is redone (see ``db.Session``).
+    seconds, and the work under way is redone (see ``db.Session``). Rows
+    whose text the model fails on are recorded in the errors table and
+    tried again by later runs, up to ``max_attempts`` times in all.
     """
 
     def __init__(
@@ -53,6 +70,7 @@ class Ingestor:
         window_size: int = 0,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
         metrics_only: bool = False,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         reconnect_s: float = DEFAULT_RECONNECT_S,
         progress: bool = False,
     ) -> None:
@@ -76,6 +94,7 @@ class Ingestor:
             window_size=window_size,
             batch_tokens=batch_tokens,
             metrics_only=metrics_only,
+            max_attempts=max_attempts,
             reconnect_s=reconnect_s,
         )
         self.progress = progress
@@ -90,7 +109,8 @@ class Ingestor:
         # Reads need no transaction: in autocommit each query sees the latest commits.
         session = Session(dsn, reconnect_s=s.reconnect_s, on_connect=_autocommit)
         try:
-            source, target, label, pending = session.run(self._prepare)
+            retries = Retries(s.max_attempts, session.run(_server_time))
+            source, target, label, pending = session.run(lambda conn: self._prepare(conn, retries))
             setup_s = time.perf_counter() - started
             report = IngestReport(
                 table=source.label,
@@ -103,6 +123,7 @@ class Ingestor:
                 setup_s=setup_s,
             )
             report.pending = pending if limit is None else min(pending, limit)
+            report.given_up = session.run(lambda conn: count_given_up(conn, source, target, retries))
             duplicates = session.run(lambda conn: duplicate_counts(conn, source))
             spec = WorkerSpec(
                 dsn=dsn,
@@ -120,9 +141,8 @@ class Ingestor:
                 metrics_only=s.metrics_only,
             )
             with _progress_bar(report.pending, enabled=self.progress) as bar:
-                run = _Run(
-                    session, source, target, label, duplicates, functools.partial(BatchWorker, spec), report, bar
-                )
+                make_worker = functools.partial(BatchWorker, spec)
+                run = _Run(session, source, target, label, retries, duplicates, make_worker, report, bar)
                 first = self._pass(run, options, limit=limit)
                 if first.deferred:
                     # Rows whose text was still being encoded when the planner met them again:
@@ -131,6 +151,7 @@ class Ingestor:
                     self._pass(run, options, after=first.resume_after, until=first.last_id, again=True)
             refresh_started = time.perf_counter()
             session.run(lambda conn: refresh_frequency(conn, target, duplicates))
+            session.run(lambda conn: clear_resolved_errors(conn, target))
             report.write_s += time.perf_counter() - refresh_started
             report.reconnects += session.reconnects
         finally:
@@ -140,7 +161,7 @@ class Ingestor:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _prepare(self, conn: Connection) -> tuple[SourceTable, TargetTable, str, int]:
+    def _prepare(self, conn: Connection, retries: Retries) -> tuple[SourceTable, TargetTable, str, int]:
         """Check everything before writing anything: source, model, then extension and target.
 
         Returns the tables, the model's label and the number of pending rows.
@@ -153,11 +174,14 @@ class Ingestor:
             source = inspect_source(conn, s.table, s.id_column, s.text_column)
             label = model_label(s.model)
             target = existing_target(conn, source, s.target)
+            if target is not None:
+                ensure_errors_table(conn, target)
+                clear_resolved_errors(conn, target)  # retries that worked in a run that ended early
             if s.metrics_only and target is None:
                 raise SchemaError(f"table {s.target_table!r} does not exist yet: run ingest without --metrics-only")
-            pending = (
-                None if target is None else count_pending(conn, source, target, label, metrics_only=s.metrics_only)
-            )
+            pending = None
+            if target is not None:
+                pending = count_pending(conn, source, target, label, retries, metrics_only=s.metrics_only)
             if s.metrics_only:
                 if pending:
                     resolve_encoder(s.model)  # its tokenizer counts tokens
@@ -167,7 +191,7 @@ class Ingestor:
                 target = ensure_target(conn, source, s.target, encoder.dimension)
             assert target is not None
             if pending is None:
-                pending = count_pending(conn, source, target, label)
+                pending = count_pending(conn, source, target, label, retries)
             return source, target, label, pending
 
     def _pass(
@@ -190,6 +214,7 @@ class Ingestor:
             run.source,
             run.target,
             run.label,
+            run.retries,
             window_size=s.window_size,
             limit=limit,
             metrics_only=s.metrics_only,
@@ -218,6 +243,7 @@ class _Run:
     source: SourceTable
     target: TargetTable
     label: str  # the model's
+    retries: Retries
     duplicates: dict[str, int]  # source.duplicate_counts
     make_worker: WorkerFactory
     report: IngestReport
@@ -232,3 +258,7 @@ def _progress_bar(total: int, *, enabled: bool) -> Any:
 
 def _autocommit(conn: Connection) -> None:
     conn.autocommit = True
+
+
+def _server_time(conn: Connection) -> Any:
+    return fetch_all(conn, "SELECT now()")[0][0]

@@ -67,7 +67,8 @@ class IngestReport:
     rows: int = 0
     encoded: int = 0
     skipped: int = 0  # NULL, empty or blank text
-    failed: int = 0
+    failed: int = 0  # rows whose text the model failed on (recorded in the errors table)
+    given_up: int = 0  # rows left out: their text failed max_attempts times in earlier runs
     reconnects: int = 0  # database connections lost and made again during the run
     seconds: float = 0.0
     setup_s: float = 0.0
@@ -109,6 +110,11 @@ class IngestReport:
             f"  model {self.model}, executor {self.executor} x{self.workers}, batch size {self.batch_size}",
             f"  time: read {self.read_s:.2f} s, encode {self.encode_s:.2f} s, write {self.write_s:.2f} s",
         ]
+        if self.given_up:
+            lines.append(
+                f"  left out {self.given_up} rows whose text failed in earlier runs as often as allowed "
+                "(see the errors table; delete a row there to try it again)"
+            )
         if self.reconnects:
             lines.append(f"  database connections lost and made again: {self.reconnects}")
         lines.extend(f"  note: {note}" for note in self.notes)

@@ -48,6 +48,11 @@ class SourceTable(Relation):
 class TargetTable(Relation):
     id_type: str
     dimension: int
+    errors_name: str  # the table of rows that failed to embed, beside the target (see errors_table_name)
+
+    @property
+    def errors(self) -> Relation:
+        return Relation(self.schema, self.errors_name)
 
 
 def find_relation(conn: Connection, name: str) -> tuple[str, str, int] | None:
@@ -132,12 +137,22 @@ def inspect_source(conn: Connection, table: str, id_column: str, text_column: st
 def target_name(source: SourceTable, target: str | None) -> tuple[str, str]:
     """(schema, name) of the target: ``<table>_embeddings`` beside the source unless named."""
     name = target or f"{source.name}_embeddings"
+    _check_length(name)
+    return source.schema, name
+
+
+def errors_table_name(source: SourceTable, target: str | None) -> str:
+    """``<table>_embedding_errors`` for the default target, ``<target>_errors`` for a named one."""
+    name = f"{target}_errors" if target else f"{source.name}_embedding_errors"
+    _check_length(name)
+    return name
+
+
+def _check_length(name: str) -> None:
     if len(name.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
         raise SchemaError(
-            f"target table name {name!r} is longer than postgresql's {MAX_IDENTIFIER_BYTES} bytes; "
-            "choose a shorter one with --target"
+            f"table name {name!r} is longer than postgresql's {MAX_IDENTIFIER_BYTES} bytes; choose a shorter --target"
         )
-    return source.schema, name
 
 
 def existing_target(conn: Connection, source: SourceTable, target: str | None) -> TargetTable | None:
@@ -170,7 +185,7 @@ def existing_target(conn: Connection, source: SourceTable, target: str | None) -
             f"column 'id' of {name!r} is {columns['id'][1]} but {source.id_column!r} of "
             f"{source.name!r} is {source.id_type}; choose another --target"
         )
-    return TargetTable(schema, name, source.id_type, int(match.group(1)))
+    return TargetTable(schema, name, source.id_type, int(match.group(1)), errors_table_name(source, target))
 
 
 def ensure_target(conn: Connection, source: SourceTable, target: str | None, dimension: int) -> TargetTable:
@@ -181,7 +196,7 @@ def ensure_target(conn: Connection, source: SourceTable, target: str | None, dim
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"embedlib:{schema}.{name}",))
     table = existing_target(conn, source, target)
     if table is None:
-        table = TargetTable(schema, name, source.id_type, dimension)
+        table = TargetTable(schema, name, source.id_type, dimension, errors_table_name(source, target))
         with conn.cursor() as cur:
             cur.execute(
                 sql.SQL(
@@ -219,5 +234,32 @@ def ensure_target(conn: Connection, source: SourceTable, target: str | None, dim
             f"target {name!r} holds {table.dimension}-dimensional vectors but the model makes "
             f"{dimension}-dimensional ones; choose another --target"
         )
+    ensure_errors_table(conn, table)
     conn.commit()
     return table
+
+
+def ensure_errors_table(conn: Connection, target: TargetTable) -> None:
+    """Create the table of rows that failed to embed, if missing (targets made by older versions).
+
+    One row per source row whose text failed: its text's hash (a changed
+    text is a new chance), the last error, how many runs tried it, and when.
+    """
+    exists = fetch_all(conn, "SELECT to_regclass(%s) IS NOT NULL", (target.errors.ident.as_string(conn),))[0][0]
+    if exists:
+        return
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                """
+                CREATE TABLE IF NOT EXISTS {errors} (
+                    id {id_type} PRIMARY KEY,
+                    text_hash text NOT NULL,
+                    error text NOT NULL,
+                    attempts integer NOT NULL,
+                    first_failed_at timestamptz NOT NULL DEFAULT now(),
+                    failed_at timestamptz NOT NULL DEFAULT now()
+                )
+                """
+            ).format(errors=target.errors.ident, id_type=sql.SQL(target.id_type))
+        )

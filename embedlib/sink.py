@@ -148,6 +148,30 @@ class Sink:
         ).format(target=self._target.ident, id_type=sql.SQL(self._target.id_type), stage=_METRICS_STAGE)
         self._session.run(lambda conn: self._copy_and_run(conn, _METRICS_STAGE, _METRIC_STAGE_COLUMNS, data, update))
 
+    def record_failures(self, ids: Sequence[str], text_hashes: Sequence[str], errors: Sequence[str]) -> None:
+        """Note rows whose text failed to embed: one more attempt for the same text, a first for a new one.
+
+        (A retried unit can count one attempt twice; the bound on attempts stays a bound.)
+        """
+        upsert = sql.SQL(
+            """
+            INSERT INTO {errors} AS e (id, text_hash, error, attempts)
+            SELECT CAST(f.id AS {id_type}), f.text_hash, f.error, 1
+            FROM unnest(%(ids)s::text[], %(hashes)s::text[], %(errors)s::text[]) AS f(id, text_hash, error)
+            ON CONFLICT (id) DO UPDATE SET
+                attempts = CASE WHEN e.text_hash = EXCLUDED.text_hash THEN e.attempts + 1 ELSE 1 END,
+                first_failed_at = CASE WHEN e.text_hash = EXCLUDED.text_hash THEN e.first_failed_at ELSE now() END,
+                text_hash = EXCLUDED.text_hash, error = EXCLUDED.error, failed_at = now()
+            """
+        ).format(errors=self._target.errors.ident, id_type=sql.SQL(self._target.id_type))
+        parameters = {"ids": list(ids), "hashes": list(text_hashes), "errors": list(errors)}
+
+        def record(conn: Connection) -> None:
+            with transaction(conn), conn.cursor() as cur:
+                cur.execute(upsert, parameters)
+
+        self._session.run(record)
+
     def _copy_and_run(
         self, conn: Connection, stage: sql.Identifier, columns: str, data: bytes, statement: sql.Composed
     ) -> None:
@@ -199,6 +223,20 @@ def delete_embeddings(conn: Connection, target: TargetTable, ids: Sequence[str])
         deleted = cur.rowcount
     conn.commit()
     return deleted
+
+
+def clear_resolved_errors(conn: Connection, target: TargetTable) -> int:
+    """Drop error records of rows embedded since they failed (a retry that worked, or a new text).
+
+    Done at the start and end of a run rather than with every batch: the
+    errors table is small, and a record outliving its row by a run does no harm.
+    """
+    statement = sql.SQL(
+        "DELETE FROM {errors} e USING {target} t WHERE t.id = e.id AND t.embedded_at > e.failed_at"
+    ).format(errors=target.errors.ident, target=target.ident)
+    with conn.cursor() as cur:
+        cur.execute(statement)
+        return int(cur.rowcount)
 
 
 def refresh_frequency(conn: Connection, target: TargetTable, duplicates: Mapping[str, int]) -> int:

@@ -10,9 +10,11 @@ target itself (no row, an old text hash, or another model).
 
 from __future__ import annotations
 
+import datetime
 import io
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from psycopg2 import sql
@@ -22,8 +24,11 @@ from embedlib.batching import PendingRow
 from embedlib.db import Connection, Session, fetch_all
 from embedlib.schema import SourceTable, TargetTable
 
-# Rows with no embedding yet, or whose text or model changed since.
-_NEEDS_EMBEDDING = sql.SQL("t.id IS NULL OR t.text_hash IS DISTINCT FROM h.md5 OR t.model IS DISTINCT FROM %(model)s")
+# Rows with no embedding yet, or whose text or model changed since; but not
+# rows held back by their error record (``e``, see _chunk_rows).
+_NEEDS_EMBEDDING = sql.SQL(
+    "(t.id IS NULL OR t.text_hash IS DISTINCT FROM h.md5 OR t.model IS DISTINCT FROM %(model)s) AND e.id IS NULL"
+)
 # Rows already embedded from their current text (what --metrics-only recomputes).
 _EMBEDDED = sql.SQL("t.id IS NOT NULL AND t.text_hash = h.md5 AND t.model = %(model)s")
 
@@ -43,15 +48,24 @@ def _chunk_rows(
     past it had no target row then, so they need no probe: PostgreSQL skips
     it (a one-time filter), which makes first runs and appended rows cheaper.
     A row another ingestor stored since is caught on write (see Sink).
+
+    ``e`` is the row's error record if it holds the row back: the same text
+    failed ``%(max_attempts)s`` times already, or failed during this run
+    (since ``%(run_started)s``), so a second pass does not retry it at once.
     """
     parts = {
         "chunk": chunk,
         "text": sql.Identifier(source.text_column),
         "target": target.ident,
+        "errors": target.errors.ident,
         "id": sql.Identifier(source.id_column),
         "id_type": sql.SQL(source.id_type),  # format_type: quoted already
     }
-    rows = "FROM {chunk} s CROSS JOIN LATERAL (SELECT md5(s.{text})) AS h(md5) "
+    rows = (
+        "FROM {chunk} s CROSS JOIN LATERAL (SELECT md5(s.{text})) AS h(md5) "
+        "LEFT JOIN {errors} e ON e.id = s.{id} AND e.text_hash = h.md5 "
+        "AND (e.attempts >= %(max_attempts)s OR e.failed_at >= %(run_started)s) "
+    )
     if not up_to_highest:
         return sql.SQL(rows + "LEFT JOIN {target} t ON t.id = s.{id}").format(**parts)
     return sql.SQL(
@@ -69,13 +83,45 @@ def highest_stored_id(conn: Connection, target: TargetTable) -> str | None:
     return str(rows[0][0]) if rows else None
 
 
+@dataclass(frozen=True)
+class Retries:
+    """Which rows that failed before are tried again: those whose text failed fewer than
+    ``max_attempts`` times, and not during this run (which started at the server's ``run_started``)."""
+
+    max_attempts: int
+    run_started: datetime.datetime
+
+    def parameters(self) -> dict[str, object]:
+        return {"max_attempts": self.max_attempts, "run_started": self.run_started}
+
+
 def count_pending(
-    conn: Connection, source: SourceTable, target: TargetTable, model: str, *, metrics_only: bool = False
+    conn: Connection,
+    source: SourceTable,
+    target: TargetTable,
+    model: str,
+    retries: Retries,
+    *,
+    metrics_only: bool = False,
 ) -> int:
     query = sql.SQL("SELECT count(*) {rows} WHERE {cond}").format(
         rows=_chunk_rows(source, target, source.ident), cond=_condition(metrics_only)
     )
-    return int(fetch_all(conn, query, {"model": model})[0][0])
+    return int(fetch_all(conn, query, {"model": model, **retries.parameters()})[0][0])
+
+
+def count_given_up(conn: Connection, source: SourceTable, target: TargetTable, retries: Retries) -> int:
+    """Rows left out because their text failed ``max_attempts`` times (in the errors table)."""
+    query = sql.SQL(
+        "SELECT count(*) FROM {errors} e JOIN {source} s ON s.{id} = e.id "
+        "WHERE e.attempts >= %s AND e.text_hash = md5(s.{text})"
+    ).format(
+        errors=target.errors.ident,
+        source=source.ident,
+        id=sql.Identifier(source.id_column),
+        text=sql.Identifier(source.text_column),
+    )
+    return int(fetch_all(conn, query, (retries.max_attempts,))[0][0])
 
 
 def duplicate_counts(conn: Connection, source: SourceTable) -> dict[str, int]:
@@ -134,6 +180,7 @@ class PendingReader:
         source: SourceTable,
         target: TargetTable,
         model: str,
+        retries: Retries,
         *,
         window_size: int,
         limit: int | None = None,
@@ -143,6 +190,7 @@ class PendingReader:
     ) -> None:
         self._session = session
         self._model = model
+        self._retries = retries
         self._window_size = window_size
         self._limit = limit
         self._after = after
@@ -195,6 +243,7 @@ class PendingReader:
                 "until": self._until,
                 "chunk": size,
                 "highest": self._highest,
+                **self._retries.parameters(),
             }
             chunk = self._session.run(lambda conn: fetch_all(conn, query, parameters))  # noqa: B023 (run at once)
             self.seconds += time.perf_counter() - started

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from embedlib.batching import Batch, budget_slices, encode_cost
 from embedlib.db import DEFAULT_RECONNECT_S
 from embedlib.encoder import model_label, resolve_encoder
+from embedlib.failures import NON_FINITE, isolate_failures, non_finite_rows
 from embedlib.metrics import TextMetrics
 from embedlib.schema import TargetTable
 from embedlib.sink import Sink
@@ -39,7 +40,7 @@ class WorkerSpec:
 class BatchResult:
     rows: int  # rows written
     encoded: int  # texts run through the model
-    failed: int  # rows not written because their vector was not finite
+    failed: int  # rows not written because their text failed to embed (see failures)
     encode_s: float
     write_s: float
     reconnects: int = 0  # connections lost and made again while writing it
@@ -53,6 +54,7 @@ class EncodedBatch:
     vectors: np.ndarray | None
     encoded: int  # texts run through the model
     encode_s: float
+    errors: dict[int, str] = field(default_factory=dict)  # texts the model failed on, by position: why
 
 
 class BatchWorker:
@@ -62,6 +64,7 @@ class BatchWorker:
         self._spec = spec
         self._encoder = resolve_encoder(spec.model)
         self._sink: Sink | None = None  # connected at the first write: a worker that only encodes needs none
+        self._model_worked = False  # has a call to the model succeeded yet (see failures.isolate_failures)
 
     @property
     def sink(self) -> Sink:
@@ -78,38 +81,57 @@ class BatchWorker:
         started = time.perf_counter()
         encoded = 0
         vectors = None
+        errors: dict[int, str] = {}
         if batch.vectors is not None:
             vectors = batch.vectors  # stored for the same text by the same model: reused
         elif not self._spec.metrics_only:
             encoded = len(batch.texts)
-            vectors = self._encode_within_budget(batch)
-        if vectors is not None and vectors.shape != (len(batch.texts), self._spec.target.dimension):
+            vectors, errors = isolate_failures(
+                lambda start, stop: self._encode_within_budget(batch, start, stop),
+                len(batch.texts),
+                self._spec.target.dimension,
+                worked_before=self._model_worked,
+            )
+            self._model_worked = self._model_worked or len(errors) < len(batch.texts)
+        return EncodedBatch(batch, vectors, encoded, time.perf_counter() - started, errors)
+
+    def _encode_within_budget(self, batch: Batch, start: int, stop: int) -> np.ndarray:
+        """Vectors of ``batch.texts[start:stop]``, in calls to the model of at most ``batch_tokens`` tokens."""
+        texts = batch.texts[start:stop]
+        if not self._spec.batch_tokens:
+            parts = [self._encode(texts)]
+        else:
+            max_tokens = getattr(self._encoder, "max_tokens", None)
+            counts = batch.token_counts[start:stop] if batch.token_counts is not None else [None] * len(texts)
+            costs = [encode_cost(text, count, max_tokens) for text, count in zip(texts, counts, strict=True)]
+            parts = [self._encode(texts[part]) for part in budget_slices(costs, self._spec.batch_tokens)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        vectors = self._encoder.encode(texts)
+        if vectors.shape != (len(texts), self._spec.target.dimension):
             raise ValueError(
-                f"encoder returned shape {vectors.shape} for {len(batch.texts)} texts, "
+                f"encoder returned shape {vectors.shape} for {len(texts)} texts, "
                 f"expected (n, {self._spec.target.dimension})"
             )
-        return EncodedBatch(batch, vectors, encoded, time.perf_counter() - started)
-
-    def _encode_within_budget(self, batch: Batch) -> np.ndarray:
-        if not self._spec.batch_tokens:
-            return self._encoder.encode(batch.texts)
-        max_tokens = getattr(self._encoder, "max_tokens", None)
-        counts = batch.token_counts if batch.token_counts is not None else [None] * len(batch.texts)
-        costs = [encode_cost(text, count, max_tokens) for text, count in zip(batch.texts, counts, strict=True)]
-        parts = [self._encoder.encode(batch.texts[part]) for part in budget_slices(costs, self._spec.batch_tokens)]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return vectors
 
     def write(self, encoded: EncodedBatch) -> BatchResult:
         """The rest: metrics (counting tokens is done here, off the model's path), then one transaction."""
         started = time.perf_counter()
         batch, vectors = encoded.batch, encoded.vectors
         metrics = TextMetrics.of(self._encoder, batch.texts, batch.token_counts)
-        # Expand per-text results to per-row, dropping texts whose vector is not finite.
-        keep = np.ones(len(batch.texts), dtype=bool) if vectors is None else np.isfinite(vectors).all(axis=1)
+        errors = dict(encoded.errors)
+        if vectors is not None:
+            for position in non_finite_rows(vectors):
+                errors.setdefault(int(position), NON_FINITE)
+        # Expand per-text results to per-row, leaving out the rows of texts that failed.
+        keep = np.ones(len(batch.texts), dtype=bool)
+        keep[list(errors)] = False
         row_keep = keep[batch.text_index]
         failed = int((~row_keep).sum())
         if failed:
-            log.warning("%d rows got a non-finite vector and were not stored", failed)
+            self._record_failures(batch, row_keep, errors)
         index = batch.text_index[row_keep]
         ids = batch.ids if not failed else [row_id for row_id, kept in zip(batch.ids, row_keep, strict=True) if kept]
         hashes = np.array(batch.text_hashes, dtype="S32")[index]  # md5 hex digests, one per row
@@ -129,6 +151,18 @@ class BatchWorker:
             encode_s=encoded.encode_s,
             write_s=time.perf_counter() - started,
             reconnects=self.sink.reconnects - reconnects_before if ids else 0,
+        )
+
+    def _record_failures(self, batch: Batch, row_keep: np.ndarray, errors: dict[int, str]) -> None:
+        failed_rows = np.flatnonzero(~row_keep)
+        positions = batch.text_index[failed_rows]
+        ids = [batch.ids[row] for row in failed_rows]
+        self.sink.record_failures(ids, [batch.text_hashes[p] for p in positions], [errors[p] for p in positions])
+        log.warning(
+            "%d rows failed to embed and were recorded in %s (first: %s)",
+            len(ids),
+            self._spec.target.errors.label,
+            errors[positions[0]],
         )
 
     def close(self) -> None:

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from embedlib import (
-    EXECUTORS,
     ConfigError,
     Ingestor,
     PipelinedExecutor,
@@ -39,11 +38,6 @@ def corpus(n: int) -> list[str | None]:
         else:
             texts.append(f"text number {i}")
     return texts
-
-
-@pytest.fixture(params=sorted(EXECUTORS))
-def executor_name(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.mark.parametrize("workers", WORKER_COUNTS)
@@ -87,30 +81,6 @@ def test_limit_and_rerun(dsn, tables, executor_name):
     rest = Ingestor(dsn, table=table, model=HashEncoder(), executor=executor_name, workers=2).run()
     assert (rest.pending, rest.rows, rest.encoded) == (70, 70, 70)
     assert len(tables.embeddings(table)) == 100
-
-
-class FailingEncoder(HashEncoder):
-    """Fails on any batch holding the text "poison"."""
-
-    def encode(self, texts):  # type: ignore[no-untyped-def]
-        if "poison" in texts:
-            raise RuntimeError("encoder exploded")
-        return super().encode(texts)
-
-
-def test_a_failing_batch_stops_the_run_and_leaves_whole_batches(dsn, tables, executor_name):
-    texts = [f"row {i:03d}" for i in range(60)]
-    texts[45] = "poison"
-    table = tables.source(texts)
-    with pytest.raises(RuntimeError, match="encoder exploded"):
-        Ingestor(
-            dsn, table=table, model=FailingEncoder(), executor=executor_name, workers=2, batch_size=5, window_size=5
-        ).run()
-    stored = set(tables.embeddings(table))
-    assert "46" not in stored
-    # batches are written whole: every stored window of 5 ids is complete
-    windows = {(int(i) - 1) // 5 for i in stored}
-    assert stored == {str(w * 5 + k + 1) for w in windows for k in range(5)}
 
 
 @pytest.mark.model

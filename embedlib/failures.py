@@ -1,0 +1,63 @@
+"""Rows the model cannot embed: find them, so the rest of their batch is stored.
+
+When the model raises on a batch, the batch is split in halves, and each
+half that fails again is split again, until the texts that fail are found
+alone: about 2 log2(n) extra calls for one bad text among n. Their rows go
+to the errors table (see ``Sink.record_failures``) and the run goes on.
+A vector with NaN or infinity in it is a failure too: it is never stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from embedlib.db import one_line
+
+NON_FINITE = "the model returned a non-finite vector (NaN or infinity)"
+_MAX_MESSAGE = 1000  # characters of an error kept in the errors table
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line for the errors table."""
+    return f"{type(exc).__name__}: {one_line(exc)}"[:_MAX_MESSAGE]
+
+
+def isolate_failures(
+    encode: Callable[[int, int], np.ndarray], count: int, dimension: int, *, worked_before: bool
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Vectors for ``count`` texts, and why each text that failed alone failed (by position).
+
+    ``encode(start, stop)`` encodes texts ``start:stop``. Rows of texts that
+    failed are NaN. If every text fails and there is more than one, the model
+    itself is broken (not the rows) unless it ``worked_before``: then the
+    first error is raised, which stops the run rather than filling the
+    errors table with every row of the table.
+    """
+    try:
+        return encode(0, count), {}
+    except Exception as exc:
+        first_error = exc
+    vectors = np.full((count, dimension), np.nan, dtype=np.float32)
+    errors: dict[int, str] = {}
+    pending = [(0, count, first_error)]  # ranges that failed together, split until alone
+    while pending:
+        start, stop, error = pending.pop()
+        if stop - start == 1:
+            errors[start] = describe(error)
+            continue
+        middle = (start + stop) // 2
+        for low, high in ((start, middle), (middle, stop)):
+            try:
+                vectors[low:high] = encode(low, high)
+            except Exception as exc:
+                pending.append((low, high, exc))
+    if len(errors) == count > 1 and not worked_before:
+        raise first_error
+    return vectors, errors
+
+
+def non_finite_rows(vectors: np.ndarray) -> np.ndarray:
+    """Positions of vectors holding NaN or infinity."""
+    return np.flatnonzero(~np.isfinite(vectors).all(axis=1))
