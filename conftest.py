@@ -49,7 +49,8 @@ class Tables:
 
     def name(self, prefix: str = "t") -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-        self.created += [name, f"{name}_embeddings", f"{name}_embedding_errors"]
+        self.created += [name, f"{name}_embeddings"]
+        self.created += [f"{name}_embedding_{kind}" for kind in ("errors", "leases", "claims")]
         return name
 
     def source(self, texts: Sequence[str | None], *, prefix: str = "t", id_type: str = "bigint") -> str:

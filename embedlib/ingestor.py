@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2
+
+from embedlib.claims import Leases, hold, new_holder_key
 from embedlib.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ATTEMPTS, DEFAULT_MODEL, Settings, env_dsn, env_workers
 from embedlib.db import (
     DEFAULT_RECONNECT_S,
@@ -19,23 +23,27 @@ from embedlib.db import (
     transaction,
 )
 from embedlib.encoder import Encoder, model_label, resolve_encoder
-from embedlib.errors import ConfigError, SchemaError
+from embedlib.errors import ConfigError, EmbedlibError, SchemaError
 from embedlib.executors import Executor, WorkerFactory, make_executor
 from embedlib.metrics import IngestReport
 from embedlib.planner import Planner, PlanOptions
 from embedlib.schema import (
     SourceTable,
     TargetTable,
-    ensure_errors_table,
+    ensure_side_tables,
     ensure_target,
     existing_target,
     inspect_source,
 )
 from embedlib.sink import clear_resolved_errors, refresh_frequency
-from embedlib.source import PendingReader, Retries, count_given_up, count_pending, duplicate_counts
+from embedlib.source import PendingReader, Retries, Span, count_given_up, count_pending, duplicate_counts
 from embedlib.worker import BatchWorker, WorkerSpec
 
 log = logging.getLogger(__name__)
+
+# How long a run waits for another run sharing the table to store a text they
+# both need, before encoding it itself: that run should take seconds.
+CLAIM_WAIT_S = 300.0
 
 
 class Ingestor:
@@ -106,8 +114,14 @@ class Ingestor:
         started = time.perf_counter()
         s = self.settings
         dsn = resolve_dsn(s.dsn)
-        # Reads need no transaction: in autocommit each query sees the latest commits.
-        session = Session(dsn, reconnect_s=s.reconnect_s, on_connect=_autocommit)
+        holder = new_holder_key()  # this run's, among the ingestors sharing the table (see claims)
+
+        def on_connect(conn: Connection) -> None:
+            conn.autocommit = True  # reads need no transaction: each query sees the latest commits
+            hold(conn, holder)
+
+        session = Session(dsn, reconnect_s=s.reconnect_s, on_connect=on_connect)
+        leases: Leases | None = None
         try:
             retries = Retries(s.max_attempts, session.run(_server_time))
             source, target, label, pending = session.run(lambda conn: self._prepare(conn, retries))
@@ -132,6 +146,7 @@ class Ingestor:
                 metrics_only=s.metrics_only,
                 batch_tokens=s.batch_tokens,
                 reconnect_s=s.reconnect_s,
+                holder=holder,
             )
             encoder = resolve_encoder(s.model) if pending else None  # loaded already when rows are pending
             options = PlanOptions(
@@ -140,21 +155,20 @@ class Ingestor:
                 count_tokens=getattr(encoder, "count_tokens", None),
                 metrics_only=s.metrics_only,
             )
+            leases = Leases(source, target, holder)
             with _progress_bar(report.pending, enabled=self.progress) as bar:
                 make_worker = functools.partial(BatchWorker, spec)
-                run = _Run(session, source, target, label, retries, duplicates, make_worker, report, bar)
-                first = self._pass(run, options, limit=limit)
-                if first.deferred:
-                    # Rows whose text was still being encoded when the planner met them again:
-                    # its vector is stored now, so this pass over the same ids reuses it.
-                    options.defer_in_flight = False
-                    self._pass(run, options, after=first.resume_after, until=first.last_id, again=True)
+                run = _Run(session, source, target, label, retries, leases, duplicates, make_worker, report, bar)
+                self._passes(run, options, limit)
             refresh_started = time.perf_counter()
             session.run(lambda conn: refresh_frequency(conn, target, duplicates))
             session.run(lambda conn: clear_resolved_errors(conn, target))
             report.write_s += time.perf_counter() - refresh_started
             report.reconnects += session.reconnects
         finally:
+            if leases is not None:
+                with contextlib.suppress(EmbedlibError, psycopg2.Error):  # gone with the connection anyway
+                    session.run(leases.release)
             session.close()
             if self._owns_executor:
                 self.executor.shutdown()
@@ -175,7 +189,7 @@ class Ingestor:
             label = model_label(s.model)
             target = existing_target(conn, source, s.target)
             if target is not None:
-                ensure_errors_table(conn, target)
+                ensure_side_tables(conn, target)
                 clear_resolved_errors(conn, target)  # retries that worked in a run that ended early
             if s.metrics_only and target is None:
                 raise SchemaError(f"table {s.target_table!r} does not exist yet: run ingest without --metrics-only")
@@ -194,19 +208,36 @@ class Ingestor:
                 pending = count_pending(conn, source, target, label, retries)
             return source, target, label, pending
 
+    def _passes(self, run: _Run, options: PlanOptions, limit: int | None) -> None:
+        """The first pass over the spans this run leases; then passes over those with rows deferred,
+        until none are left."""
+        planner = self._pass(run, options, limit=limit)
+        options.defer_in_flight = False  # this run's batches are all written now
+        waited, pause = 0.0, 0.05
+        while planner.deferred_spans:
+            # Rows whose text was in flight: this run's (its vector is stored now), or
+            # another run's (stored soon, or its claim freed if that run dies). Wait for
+            # the other run, but not forever: past CLAIM_WAIT_S, encode the text here too.
+            options.respect_claims = waited < CLAIM_WAIT_S
+            planner = self._pass(run, options, spans=planner.deferred_spans, again=True)
+            if planner.deferred_spans:
+                time.sleep(pause)
+                waited += pause
+                pause = min(2 * pause, 1.0)
+
     def _pass(
         self,
         run: _Run,
         options: PlanOptions,
         *,
         limit: int | None = None,
-        after: str | None = None,
-        until: str | None = None,
+        spans: list[Span] | None = None,
         again: bool = False,
     ) -> Planner:
-        """One scan of the source: plan batches, run them on the executor, add up the results.
+        """One scan of the source (or of ``spans`` of it): plan batches, run them on the executor,
+        add up the results.
 
-        ``again``: a second scan of ids the first one covered, whose blank rows are counted already.
+        ``again``: a scan of spans an earlier pass covered, whose blank rows are counted already.
         """
         s = self.settings
         reader = PendingReader(
@@ -215,13 +246,13 @@ class Ingestor:
             run.target,
             run.label,
             run.retries,
+            run.leases,
             window_size=s.window_size,
             limit=limit,
             metrics_only=s.metrics_only,
-            after=after,
-            until=until,
+            spans=spans,
         )
-        planner = Planner(run.session, run.target, run.label, run.duplicates, options)
+        planner = Planner(run.session, run.target, run.label, run.duplicates, options, run.leases)
         skipped = 0
         for result in self.executor.map_unordered(run.make_worker, planner.batches(reader)):
             run.report.add(result)
@@ -244,6 +275,7 @@ class _Run:
     target: TargetTable
     label: str  # the model's
     retries: Retries
+    leases: Leases
     duplicates: dict[str, int]  # source.duplicate_counts
     make_worker: WorkerFactory
     report: IngestReport
@@ -254,10 +286,6 @@ def _progress_bar(total: int, *, enabled: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="row", disable=not enabled, dynamic_ncols=True, smoothing=0.1)
-
-
-def _autocommit(conn: Connection) -> None:
-    conn.autocommit = True
 
 
 def _server_time(conn: Connection) -> Any:

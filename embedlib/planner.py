@@ -7,8 +7,9 @@ For each window the planner
   hash, so a text that appears again later in the run, or was embedded by an
   earlier run for another row, costs no encoding;
 - defers the rows of a text that this run has sent to the encoder but whose
-  vector is not committed yet (still in flight): they stay pending, and the
-  Ingestor's second pass picks them up and reuses the vector;
+  vector is not committed yet (still in flight), or that another run sharing
+  the table has claimed (see claims): they stay pending, and the Ingestor's
+  next pass over their window reuses the vector;
 - counts tokens with the model's tokenizer, then sorts what is left by
   token count and cuts it into batches.
 """
@@ -22,10 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedlib.batching import Batch, PendingRow, TextGroup, batch_of, group_by_text, is_blank, make_batches
+from embedlib.claims import Leases
 from embedlib.db import Session
 from embedlib.schema import TargetTable
 from embedlib.sink import delete_embeddings
-from embedlib.source import PendingReader, has_vectors, stored_vectors
+from embedlib.source import PendingReader, Span, has_vectors, stored_vectors
 
 
 @dataclass
@@ -36,7 +38,8 @@ class PlanOptions:
     # the writer needs no second count. None: sort by characters.
     count_tokens: Callable[[Sequence[str]], Sequence[int]] | None = None
     metrics_only: bool = False
-    defer_in_flight: bool = True  # False in the second pass: encode whatever is left
+    defer_in_flight: bool = True  # False in later passes: this run's own batches are all written
+    respect_claims: bool = True  # False: encode texts other runs claimed too (after waiting too long for them)
     # How many texts sent to the encoder are remembered: enough to cover every
     # batch in flight (a window's worth and the executor's queues) several times.
     recent_hashes: int = 50_000
@@ -46,7 +49,7 @@ class Planner:
     """Plans the batches of one pass over a ``PendingReader``.
 
     After the pass: ``skipped`` blank rows, ``deferred`` rows left for a
-    second pass (which should start after ``resume_after``).
+    later pass, which reads ``deferred_spans``.
     """
 
     def __init__(
@@ -56,8 +59,10 @@ class Planner:
         model: str,
         frequencies: Mapping[str, int],
         options: PlanOptions,
+        leases: Leases,
     ) -> None:
         self._session = session
+        self._leases = leases
         self._target = target
         self._model = model
         self._frequencies = frequencies
@@ -65,18 +70,17 @@ class Planner:
         self._sent: OrderedDict[str, None] = OrderedDict()  # hashes sent to the encoder, oldest first
         self.skipped = 0
         self.deferred = 0
-        self.resume_after: str | None = None
-        self.last_id: str | None = None  # the last id the pass read
+        self.deferred_spans: list[Span] = []
         self._had_vectors = options.metrics_only or session.run(lambda conn: has_vectors(conn, target, model))
 
     def batches(self, reader: PendingReader) -> Iterator[Batch]:
-        before = reader.last_id
         for window in reader:
-            yield from self._plan(window, before)
-            before = reader.last_id
-        self.last_id = reader.last_id
+            deferred = self.deferred
+            yield from self._plan(window)
+            if self.deferred > deferred and reader.span is not None:
+                self.deferred_spans.append(reader.span)
 
-    def _plan(self, window: list[PendingRow], read_after: str | None) -> Iterator[Batch]:
+    def _plan(self, window: list[PendingRow]) -> Iterator[Batch]:
         options = self._options
         rows, blank_ids = [], []
         for row in window:
@@ -95,9 +99,11 @@ class Planner:
             yield from self._cut(groups)
             return
 
-        # A target that held no vector of this model when the run began can only
-        # hold the vectors of texts this run has sent to the encoder.
-        candidates = [g.text_hash for g in groups if self._had_vectors or g.text_hash in self._sent]
+        # A target that held no vector of this model when the run began, and that
+        # no other run is writing to, can only hold the vectors of texts this run
+        # has sent to the encoder: only those are worth looking up.
+        look_up_all = self._had_vectors or self._leases.others_seen
+        candidates = [g.text_hash for g in groups if look_up_all or g.text_hash in self._sent]
         stored = self._session.run(lambda conn: stored_vectors(conn, self._target, self._model, candidates))
         reuse = [g for g in groups if g.text_hash in stored]
         to_encode = []
@@ -105,18 +111,32 @@ class Planner:
             if group.text_hash in stored:
                 continue
             if options.defer_in_flight and group.text_hash in self._sent:
-                if not self.deferred:
-                    self.resume_after = read_after
                 self.deferred += len(group.ids)
                 continue
             to_encode.append(group)
+        to_encode = self._claimed(to_encode)
+        for group in to_encode:
             self._remember(group.text_hash)
-
         for start in range(0, len(reuse), options.batch_size):
             part = reuse[start : start + options.batch_size]
             vectors = np.stack([stored[g.text_hash] for g in part])
             yield batch_of(part, self._frequencies, vectors)
         yield from self._cut(to_encode)
+
+    def _claimed(self, groups: list[TextGroup]) -> list[TextGroup]:
+        """The groups this run may encode: other runs may hold rows with the same text only
+        if it is duplicated; those texts are claimed first, and the others' claims deferred."""
+        shared = [g.text_hash for g in groups if g.text_hash in self._frequencies]
+        if not shared or not self._options.respect_claims:
+            return groups
+        mine = self._session.run(lambda conn: self._leases.claim_texts(conn, shared))
+        kept = []
+        for group in groups:
+            if group.text_hash in self._frequencies and group.text_hash not in mine:
+                self.deferred += len(group.ids)
+            else:
+                kept.append(group)
+        return kept
 
     def _cut(self, groups: list[TextGroup]) -> list[Batch]:
         options = self._options

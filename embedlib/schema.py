@@ -48,11 +48,23 @@ class SourceTable(Relation):
 class TargetTable(Relation):
     id_type: str
     dimension: int
-    errors_name: str  # the table of rows that failed to embed, beside the target (see errors_table_name)
+    # Tables beside the target are named <stem>_errors, _leases, _claims (see side_table_stem).
+    stem: str
 
     @property
     def errors(self) -> Relation:
-        return Relation(self.schema, self.errors_name)
+        """Rows whose text failed to embed (see failures)."""
+        return Relation(self.schema, f"{self.stem}_errors")
+
+    @property
+    def leases(self) -> Relation:
+        """Id ranges leased by running ingestors (see claims)."""
+        return Relation(self.schema, f"{self.stem}_leases")
+
+    @property
+    def claims(self) -> Relation:
+        """Texts claimed by running ingestors (see claims)."""
+        return Relation(self.schema, f"{self.stem}_claims")
 
 
 def find_relation(conn: Connection, name: str) -> tuple[str, str, int] | None:
@@ -141,11 +153,11 @@ def target_name(source: SourceTable, target: str | None) -> tuple[str, str]:
     return source.schema, name
 
 
-def errors_table_name(source: SourceTable, target: str | None) -> str:
-    """``<table>_embedding_errors`` for the default target, ``<target>_errors`` for a named one."""
-    name = f"{target}_errors" if target else f"{source.name}_embedding_errors"
-    _check_length(name)
-    return name
+def side_table_stem(source: SourceTable, target: str | None) -> str:
+    """``<table>_embedding`` for the default target (so ``<table>_embedding_errors``), else the target's name."""
+    stem = target or f"{source.name}_embedding"
+    _check_length(f"{stem}_errors")
+    return stem
 
 
 def _check_length(name: str) -> None:
@@ -185,7 +197,7 @@ def existing_target(conn: Connection, source: SourceTable, target: str | None) -
             f"column 'id' of {name!r} is {columns['id'][1]} but {source.id_column!r} of "
             f"{source.name!r} is {source.id_type}; choose another --target"
         )
-    return TargetTable(schema, name, source.id_type, int(match.group(1)), errors_table_name(source, target))
+    return TargetTable(schema, name, source.id_type, int(match.group(1)), side_table_stem(source, target))
 
 
 def ensure_target(conn: Connection, source: SourceTable, target: str | None, dimension: int) -> TargetTable:
@@ -196,7 +208,7 @@ def ensure_target(conn: Connection, source: SourceTable, target: str | None, dim
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"embedlib:{schema}.{name}",))
     table = existing_target(conn, source, target)
     if table is None:
-        table = TargetTable(schema, name, source.id_type, dimension, errors_table_name(source, target))
+        table = TargetTable(schema, name, source.id_type, dimension, side_table_stem(source, target))
         with conn.cursor() as cur:
             cur.execute(
                 sql.SQL(
@@ -234,32 +246,36 @@ def ensure_target(conn: Connection, source: SourceTable, target: str | None, dim
             f"target {name!r} holds {table.dimension}-dimensional vectors but the model makes "
             f"{dimension}-dimensional ones; choose another --target"
         )
-    ensure_errors_table(conn, table)
+    ensure_side_tables(conn, table)
     conn.commit()
     return table
 
 
-def ensure_errors_table(conn: Connection, target: TargetTable) -> None:
-    """Create the table of rows that failed to embed, if missing (targets made by older versions).
-
-    One row per source row whose text failed: its text's hash (a changed
-    text is a new chance), the last error, how many runs tried it, and when.
-    """
-    exists = fetch_all(conn, "SELECT to_regclass(%s) IS NOT NULL", (target.errors.ident.as_string(conn),))[0][0]
-    if exists:
-        return
-    with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL(
-                """
-                CREATE TABLE IF NOT EXISTS {errors} (
-                    id {id_type} PRIMARY KEY,
-                    text_hash text NOT NULL,
-                    error text NOT NULL,
-                    attempts integer NOT NULL,
-                    first_failed_at timestamptz NOT NULL DEFAULT now(),
-                    failed_at timestamptz NOT NULL DEFAULT now()
-                )
-                """
-            ).format(errors=target.errors.ident, id_type=sql.SQL(target.id_type))
+# The tables beside a target: what each holds is in TargetTable's properties.
+_SIDE_TABLES = {
+    # One row per source row whose text failed: its text's hash (a changed text
+    # is a new chance), the last error, how many runs tried it, and when.
+    "errors": """
+        CREATE TABLE IF NOT EXISTS {table} (
+            id {id_type} PRIMARY KEY,
+            text_hash text NOT NULL,
+            error text NOT NULL,
+            attempts integer NOT NULL,
+            first_failed_at timestamptz NOT NULL DEFAULT now(),
+            failed_at timestamptz NOT NULL DEFAULT now()
         )
+    """,
+    "leases": "CREATE UNLOGGED TABLE IF NOT EXISTS {table} (holder int4 NOT NULL, first_id {id_type} NOT NULL, "
+    "last_id {id_type} NOT NULL)",
+    "claims": "CREATE UNLOGGED TABLE IF NOT EXISTS {table} (text_hash text PRIMARY KEY, holder int4 NOT NULL)",
+}
+
+
+def ensure_side_tables(conn: Connection, target: TargetTable) -> None:
+    """Create the tables beside the target that are missing (all of them, or those older versions lacked)."""
+    for kind, statement in _SIDE_TABLES.items():
+        table: Relation = getattr(target, kind)
+        if fetch_all(conn, "SELECT to_regclass(%s) IS NOT NULL", (table.ident.as_string(conn),))[0][0]:
+            continue
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL(statement).format(table=table.ident, id_type=sql.SQL(target.id_type)))

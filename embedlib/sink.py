@@ -14,6 +14,7 @@ import psycopg2.errors
 from psycopg2 import sql
 
 from embedlib import copybin
+from embedlib.claims import release_texts
 from embedlib.db import DEFAULT_RECONNECT_S, Connection, Session, rollback_quietly, transaction
 from embedlib.metrics import UNKNOWN_TOKENS, TextMetrics
 from embedlib.schema import TargetTable
@@ -148,8 +149,13 @@ class Sink:
         ).format(target=self._target.ident, id_type=sql.SQL(self._target.id_type), stage=_METRICS_STAGE)
         self._session.run(lambda conn: self._copy_and_run(conn, _METRICS_STAGE, _METRIC_STAGE_COLUMNS, data, update))
 
-    def record_failures(self, ids: Sequence[str], text_hashes: Sequence[str], errors: Sequence[str]) -> None:
+    def record_failures(
+        self, ids: Sequence[str], text_hashes: Sequence[str], errors: Sequence[str], *, holder: int | None = None
+    ) -> None:
         """Note rows whose text failed to embed: one more attempt for the same text, a first for a new one.
+
+        ``holder`` gives up its claims on these texts (see claims): other runs
+        waiting for their vectors try them themselves.
 
         (A retried unit can count one attempt twice; the bound on attempts stays a bound.)
         """
@@ -169,6 +175,8 @@ class Sink:
         def record(conn: Connection) -> None:
             with transaction(conn), conn.cursor() as cur:
                 cur.execute(upsert, parameters)
+                if holder is not None:
+                    release_texts(conn, self._target, holder, text_hashes)
 
         self._session.run(record)
 

@@ -21,6 +21,7 @@ from psycopg2 import sql
 
 from embedlib import copybin
 from embedlib.batching import PendingRow
+from embedlib.claims import Leases
 from embedlib.db import Connection, Session, fetch_all
 from embedlib.schema import SourceTable, TargetTable
 
@@ -165,13 +166,17 @@ def stored_vectors(
     return dict(zip(hashes, vectors, strict=True))
 
 
+Span = tuple[str, str]  # the first and last id of a window, in their text form
+
+
 class PendingReader:
     """Iterates windows of pending rows in id order; ``seconds`` is the time spent in queries.
 
-    A window is what one chunk of ``window_size`` source rows holds that
-    needs work (fewer rows, or none, where the target is up to date).
-    ``after`` starts the scan after that id (in its text form), ``until``
-    ends it at that id.
+    A window is what one span of up to ``window_size`` source ids holds that
+    needs work (fewer rows, or none, where the target is up to date). Spans
+    are leased one at a time (see ``claims.Leases``), so ingestors sharing
+    the table read different rows; or, for a later pass, they are the
+    ``spans`` given. ``span`` is the span of the window last yielded.
     """
 
     def __init__(
@@ -181,88 +186,78 @@ class PendingReader:
         target: TargetTable,
         model: str,
         retries: Retries,
+        leases: Leases,
         *,
         window_size: int,
         limit: int | None = None,
         metrics_only: bool = False,
-        after: str | None = None,
-        until: str | None = None,
+        spans: Sequence[Span] | None = None,
     ) -> None:
         self._session = session
         self._model = model
         self._retries = retries
+        self._leases = leases
         self._window_size = window_size
         self._limit = limit
-        self._after = after
-        self._until = until
+        self._spans = spans
         self.seconds = 0.0
-        self.last_id: str | None = None  # the last id read so far
+        self.span: Span | None = None
         id_column = sql.Identifier(source.id_column)
-        as_id = sql.SQL(" AS {}) ").format(sql.SQL(source.id_type))  # format_type: quoted already
-
-        def chunk(lower_bound: bool) -> sql.Composed:
-            bounds: list[sql.Composable] = [sql.SQL("TRUE")]
-            if lower_bound:
-                bounds.append(sql.SQL("{} > CAST(%(after)s").format(id_column) + as_id)
-            if until is not None:
-                bounds.append(sql.SQL("{} <= CAST(%(until)s").format(id_column) + as_id)
-            return sql.SQL("(SELECT {id}, {text} FROM {source} WHERE {bounds} ORDER BY {id} LIMIT %(chunk)s)").format(
-                id=id_column,
-                text=sql.Identifier(source.text_column),
-                source=source.ident,
-                bounds=sql.SQL(" AND ").join(bounds),
-            )
-
-        # Every row of the chunk comes back, so the scan knows where the chunk
-        # ended, but the text only of rows that need work.
-        select = sql.SQL(
+        chunk = sql.SQL(
+            "(SELECT {id}, {text} FROM {source} WHERE {id} >= CAST(%(first)s AS {id_type}) "
+            "AND {id} <= CAST(%(last)s AS {id_type}))"
+        ).format(
+            id=id_column,
+            text=sql.Identifier(source.text_column),
+            source=source.ident,
+            id_type=sql.SQL(source.id_type),  # format_type: quoted already
+        )
+        # The text only of rows that need work.
+        self._query = sql.SQL(
             "SELECT s.{id}::text, {cond}, CASE WHEN {cond} THEN s.{text} END, h.md5, t.id IS NOT NULL "
             "{rows} ORDER BY s.{id}"
+        ).format(
+            id=id_column,
+            text=sql.Identifier(source.text_column),
+            cond=_condition(metrics_only),
+            rows=_chunk_rows(source, target, chunk, up_to_highest=True),
         )
-        parts = {
-            "id": id_column,
-            "text": sql.Identifier(source.text_column),
-            "cond": _condition(metrics_only),
-        }
-        self._first_query = select.format(rows=_chunk_rows(source, target, chunk(False), up_to_highest=True), **parts)
-        self._next_query = select.format(rows=_chunk_rows(source, target, chunk(True), up_to_highest=True), **parts)
         self._highest = session.run(lambda conn: highest_stored_id(conn, target))
 
     def __iter__(self) -> Iterator[list[PendingRow]]:
         remaining = self._limit
-        after = self._after
-        # The first chunks are small and grow to window_size: the first batches
+        given = iter(self._spans) if self._spans is not None else None
+        after: str | None = None
+        # The first spans are small and grow to window_size: the first batches
         # reach the encoder without waiting for a whole window to be read and planned.
         size = min(self._window_size, max(1000, self._window_size // 8))
         while remaining is None or remaining > 0:
             started = time.perf_counter()
-            query = self._first_query if after is None else self._next_query
+            span = next(given, None) if given is not None else self._lease(after, size)
+            if span is None:
+                self.seconds += time.perf_counter() - started
+                return
             parameters = {
                 "model": self._model,
-                "after": after,
-                "until": self._until,
-                "chunk": size,
+                "first": span[0],
+                "last": span[1],
                 "highest": self._highest,
                 **self._retries.parameters(),
             }
-            chunk = self._session.run(lambda conn: fetch_all(conn, query, parameters))  # noqa: B023 (run at once)
+            chunk = self._session.run(lambda conn: fetch_all(conn, self._query, parameters))  # noqa: B023 (run at once)
             self.seconds += time.perf_counter() - started
-            if not chunk:
-                return
             window = [
                 PendingRow(row_id, text, text_hash, stored)
                 for row_id, pending, text, text_hash, stored in chunk
                 if pending
             ]
-            after = chunk[-1][0]
             if remaining is not None:
-                if len(window) > remaining:
-                    window = window[:remaining]
-                    after = window[-1].id
+                window = window[:remaining]
                 remaining -= len(window)
-            self.last_id = after
+            after, self.span = span[1], span
             if window:
                 yield window
-            if len(chunk) < size:
-                return
             size = min(2 * size, self._window_size)
+
+    def _lease(self, after: str | None, size: int) -> Span | None:
+        return self._session.run(lambda conn: self._leases.take(conn, after, size))

@@ -34,6 +34,7 @@ class WorkerSpec:
     metrics_only: bool = False
     batch_tokens: int = 0  # a token budget per encode call (see batching.budget_slices); 0: one call a batch
     reconnect_s: float = DEFAULT_RECONNECT_S  # how long a lost connection is retried (see db.Session)
+    holder: int | None = None  # the run's key among ingestors sharing the table (see claims)
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,8 @@ class BatchWorker:
         failed_rows = np.flatnonzero(~row_keep)
         positions = batch.text_index[failed_rows]
         ids = [batch.ids[row] for row in failed_rows]
-        self.sink.record_failures(ids, [batch.text_hashes[p] for p in positions], [errors[p] for p in positions])
+        hashes = [batch.text_hashes[p] for p in positions]
+        self.sink.record_failures(ids, hashes, [errors[p] for p in positions], holder=self._spec.holder)
         log.warning(
             "%d rows failed to embed and were recorded in %s (first: %s)",
             len(ids),
