@@ -158,10 +158,14 @@ class Leases:
         return {text_hash for (text_hash,) in rows}
 
     def release(self, conn: Connection) -> None:
-        """Drop this holder's leases and claims (its advisory lock goes with its connection)."""
+        """Drop this holder's leases and claims, and those of holders that died (its advisory
+        lock goes with its connection)."""
         with transaction(conn), conn.cursor() as cur:
             for table in (self._leases, self._claims):
-                cur.execute(sql.SQL("DELETE FROM {} WHERE holder = %s").format(table), (self.key,))
+                cur.execute(
+                    sql.SQL("DELETE FROM {} WHERE holder = %s OR holder NOT IN ({})").format(table, _LIVE_HOLDERS),
+                    (self.key,),
+                )
 
 
 def _one(cur: Any) -> tuple[Any, ...]:

@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_ATTEMPTS,
         help="runs that try a row the model fails on before leaving it out (default: %(default)s)",
     )
+    ingest.add_argument(
+        "--window-size",
+        type=_positive_int,
+        help="source rows read, deduplicated and sorted at a time; also the span each run sharing "
+        "the table leases (default: 10000, or 10 batches if larger)",
+    )
     ingest.add_argument("--limit", type=_positive_int, help="process at most this many pending rows")
     ingest.add_argument("--metrics-only", action="store_true", help="recompute metrics of embedded rows, no encoding")
     ingest.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
@@ -146,6 +152,7 @@ def _ingest(args: argparse.Namespace) -> int:
         workers=args.workers,
         batch_tokens=args.batch_tokens,
         metrics_only=args.metrics_only,
+        window_size=args.window_size or 0,
         max_attempts=args.max_attempts,
         reconnect_s=args.reconnect_timeout,
         progress=not args.quiet and not args.json,

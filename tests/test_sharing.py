@@ -1,0 +1,119 @@
+"""Runs killed at any moment, and runs sharing one table: every row embedded exactly once.
+
+Real processes (``embedlib ingest``), the real model, a real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+
+import numpy as np
+from processes import assert_every_row_matches_its_text, start_cli, stored_count, wait_for_rows
+from psycopg2 import sql
+
+
+def half_duplicated(sample_texts: list[str], rows: int, seed: int) -> list[str]:
+    """``rows`` texts, each distinct one held by two rows far apart."""
+    distinct = list(dict.fromkeys(sample_texts))[: rows // 2]
+    texts = distinct * 2
+    random.Random(seed).shuffle(texts)
+    return texts
+
+
+def table_writes(conn, table: str) -> tuple[int, int, int]:
+    """(inserted, updated, deleted) rows of the target, from the server's statistics.
+
+    An insert that was rolled back counts too: a row written twice in any
+    way (an upsert, a COPY that met a row already there) shows here.
+    """
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_stat_clear_snapshot()")
+        cur.execute(
+            "SELECT n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables WHERE relid = to_regclass(%s)",
+            (sql.Identifier(f"{table}_embeddings").as_string(conn),),
+        )
+        inserted, updated, deleted = cur.fetchone()
+    return int(inserted), int(updated), int(deleted)
+
+
+def side_rows(conn, table: str) -> dict[str, int]:
+    counts = {}
+    with conn.cursor() as cur:
+        for kind in ("errors", "leases", "claims"):
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(f"{table}_embedding_{kind}")))
+            counts[kind] = int(cur.fetchone()[0])
+    return counts
+
+
+def test_four_runs_started_together_share_the_work(conn, dsn, tables, sample_texts):
+    texts = half_duplicated(sample_texts, 1600, seed=4)
+    table = tables.source(texts)
+    runs = [start_cli("ingest", table, "25", "--window-size", "100", "--json", dsn=dsn) for _ in range(4)]
+    reports = []
+    for proc in runs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        reports.append(json.loads(out))
+    summary = [(r["rows"], r["encoded"]) for r in reports]
+    print(f"\n4 runs on {len(texts)} rows, {len(set(texts))} distinct texts: (rows, encoded) = {summary}")
+    assert sum(r["rows"] for r in reports) == len(texts)
+    assert sum(r["encoded"] for r in reports) == len(set(texts))  # no text encoded twice across the runs
+    assert sum(r["rows"] > 0 for r in reports) >= 2, "one run did everything: the test shows no sharing"
+    assert_every_row_matches_its_text(tables, table, texts)
+    # Statistics reach the server when each run's backends exit: wait for them.
+    deadline = time.monotonic() + 30
+    while (writes := table_writes(conn, table))[0] < len(texts) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert writes == (len(texts), 0, 0), "a row was written more than once"
+    assert side_rows(conn, table) == {"errors": 0, "leases": 0, "claims": 0}
+
+
+def test_runs_killed_at_random_moments_then_one_run_finishes_exactly_as_a_clean_run(conn, dsn, tables, sample_texts):
+    texts = half_duplicated(sample_texts, 3600, seed=20)
+    table, clean = tables.source(texts), tables.source(texts)
+    done = start_cli("ingest", clean, "--json", dsn=dsn)
+    assert done.wait(timeout=600) == 0
+
+    # Half the runs die at a random moment of their first 5 s (starting up, loading
+    # the model, leasing, maybe writing), half while writing: within 0.3 s of their first commit.
+    chance = random.Random(20)
+    stored_after_kill = [0]
+    for kill in range(20):
+        proc = start_cli("ingest", table, "50", "--window-size", "300", dsn=dsn)
+        if kill % 2:
+            wait_for_rows(conn, table, proc, stored_after_kill[-1] + 1)
+            time.sleep(chance.uniform(0, 0.3))
+        else:
+            time.sleep(chance.uniform(0.2, 5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        stored_after_kill.append(stored_count(conn, table))
+    with conn.cursor() as cur:  # texts of rows not stored whose vector no other row has either
+        cur.execute(
+            sql.SQL(
+                "SELECT count(DISTINCT md5(s.text)) FROM {source} s "
+                "WHERE NOT EXISTS (SELECT FROM {target} t WHERE t.id = s.id) "
+                "AND NOT EXISTS (SELECT FROM {target} t WHERE t.text_hash = md5(s.text))"
+            ).format(source=sql.Identifier(table), target=sql.Identifier(f"{table}_embeddings"))
+        )
+        never_encoded = int(cur.fetchone()[0])
+    proc = start_cli("ingest", table, "50", "--json", dsn=dsn)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    print(f"\nrows stored after each of 20 SIGKILLs: {stored_after_kill[1:]}; then: {out.strip()}")
+    assert stored_after_kill[-1] < len(texts), "the killed runs finished the table: kill them sooner"
+    assert report["encoded"] == never_encoded  # what was committed is not encoded again
+    assert report["rows"] == len(texts) - stored_after_kill[-1]
+
+    assert_every_row_matches_its_text(tables, table, texts)
+    resumed, reference = tables.embeddings(table), tables.embeddings(clean)
+    assert resumed.keys() == reference.keys()
+    worst = max(float(np.abs(resumed[i] - reference[i]).max()) for i in reference)
+    assert worst < 1e-5, worst  # batches of other texts pad differently: float noise, no more
+    columns = "id, text_hash, char_length, token_count, truncated, frequency, model"
+    assert tables.rows(table, columns) == tables.rows(clean, columns)
+    assert side_rows(conn, table) == {"errors": 0, "leases": 0, "claims": 0}
