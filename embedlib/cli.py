@@ -1,17 +1,19 @@
 """The ``embedlib`` command: ingest, load, demo.
 
-Every failure a user can cause ends in one line on stderr and exit status 2;
-Ctrl-C ends with 130.
+Every failure a user can cause ends in one line on stderr and exit status 2.
+The first Ctrl-C (or SIGTERM) during an ingest lets the batches under way
+commit, prints the report and exits 130 (143); a second one stops at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
 import psycopg2
@@ -140,7 +142,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
     if args.batch_size and args.batch_size_option and args.batch_size != args.batch_size_option:
         raise ConfigError("BATCH_SIZE and --batch-size disagree; give one")
-    report = Ingestor(
+    ingestor = Ingestor(
         args.dsn,
         table=args.table,
         text_column=args.text_column,
@@ -156,9 +158,32 @@ def _ingest(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         reconnect_s=args.reconnect_timeout,
         progress=not args.quiet and not args.json,
-    ).run(limit=args.limit)
+    )
+    with _stop_on_signal(ingestor.stop) as received:
+        report = ingestor.run(limit=args.limit)
     print(report.to_json() if args.json else report.summary())
-    return 0
+    return 128 + received[0] if received else 0
+
+
+@contextlib.contextmanager
+def _stop_on_signal(stop: Callable[[], None]) -> Iterator[list[int]]:
+    """The first Ctrl-C (or SIGTERM) calls ``stop``: the run commits what is under way and
+    reports. A second one stops at once (batches under way roll back). Yields the signals received."""
+    received: list[int] = []
+
+    def handle(signum: int, frame: object) -> None:
+        if received:
+            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+        received.append(signum)
+        print("embedlib: stopping after the batches under way (press Ctrl-C again to stop now)", file=sys.stderr)
+        stop()
+
+    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _load(args: argparse.Namespace) -> int:

@@ -239,3 +239,26 @@ def rollback_quietly(conn: Connection) -> None:
     if not conn.closed:
         with contextlib.suppress(psycopg2.InterfaceError, psycopg2.OperationalError):
             conn.rollback()
+
+
+def check_connection_room(conn: Connection, needed: int) -> None:
+    """Refuse a run that needs more connections than the server has free, before it starts.
+
+    Beyond ``max_connections`` the server refuses new connections; a worker
+    would then wait out its reconnect time and fail, long after the start.
+    """
+    (limit, reserved, superuser, used) = fetch_all(
+        conn,
+        """
+        SELECT current_setting('max_connections')::int,
+               current_setting('superuser_reserved_connections')::int,
+               (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+               (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')
+        """,
+    )[0]
+    free = limit - used - (0 if superuser else reserved)
+    if needed > free:
+        raise DatabaseError(
+            f"this run needs {needed} more database connections (one per worker) but the server has "
+            f"{max(free, 0)} free (max_connections {limit}, {used} in use); use fewer --workers"
+        )

@@ -5,18 +5,22 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
 
+from embedlib.batching import Batch
 from embedlib.claims import Leases, hold, new_holder_key
 from embedlib.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ATTEMPTS, DEFAULT_MODEL, Settings, env_dsn, env_workers
 from embedlib.db import (
     DEFAULT_RECONNECT_S,
     Connection,
     Session,
+    check_connection_room,
     ensure_vector_extension,
     fetch_all,
     resolve_dsn,
@@ -106,6 +110,13 @@ class Ingestor:
             reconnect_s=reconnect_s,
         )
         self.progress = progress
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the run under way to stop: batches under way are finished and committed, no new
+        one starts, and ``run()`` returns its report with ``stopped`` set. Safe to call from a
+        signal handler or another thread; what is left is pending for the next run."""
+        self._stop.set()
 
     def run(self, limit: int | None = None) -> IngestReport:
         """Process up to ``limit`` pending rows (all by default) and report what happened."""
@@ -123,6 +134,8 @@ class Ingestor:
         session = Session(dsn, reconnect_s=s.reconnect_s, on_connect=on_connect)
         leases: Leases | None = None
         try:
+            # Each worker holds one connection for the whole run: the pool is as big as the executor.
+            session.run(lambda conn: check_connection_room(conn, self.executor.workers))
             retries = Retries(s.max_attempts, session.run(_server_time))
             source, target, label, pending = session.run(lambda conn: self._prepare(conn, retries))
             setup_s = time.perf_counter() - started
@@ -165,7 +178,9 @@ class Ingestor:
             session.run(lambda conn: clear_resolved_errors(conn, target))
             report.write_s += time.perf_counter() - refresh_started
             report.reconnects += session.reconnects
+            report.stopped = self._stop.is_set()
         finally:
+            self._stop.clear()  # the next run starts afresh
             if leases is not None:
                 with contextlib.suppress(EmbedlibError, psycopg2.Error):  # gone with the connection anyway
                     session.run(leases.release)
@@ -214,7 +229,7 @@ class Ingestor:
         planner = self._pass(run, options, limit=limit)
         options.defer_in_flight = False  # this run's batches are all written now
         waited, pause = 0.0, 0.05
-        while planner.deferred_spans:
+        while planner.deferred_spans and not self._stop.is_set():
             # Rows whose text was in flight: this run's (its vector is stored now), or
             # another run's (stored soon, or its claim freed if that run dies). Wait for
             # the other run, but not forever: past CLAIM_WAIT_S, encode the text here too.
@@ -254,7 +269,8 @@ class Ingestor:
         )
         planner = Planner(run.session, run.target, run.label, run.duplicates, options, run.leases)
         skipped = 0
-        for result in self.executor.map_unordered(run.make_worker, planner.batches(reader)):
+        batches = _until_set(self._stop, planner.batches(reader))
+        for result in self.executor.map_unordered(run.make_worker, batches):
             run.report.add(result)
             newly_skipped = 0 if again else planner.skipped - skipped
             run.bar.update(result.rows + result.failed + newly_skipped)
@@ -280,6 +296,14 @@ class _Run:
     make_worker: WorkerFactory
     report: IngestReport
     bar: Any
+
+
+def _until_set(stop: threading.Event, batches: Iterator[Batch]) -> Iterator[Batch]:
+    """``batches``, until ``stop`` is set."""
+    for batch in batches:
+        if stop.is_set():
+            return
+        yield batch
 
 
 def _progress_bar(total: int, *, enabled: bool) -> Any:

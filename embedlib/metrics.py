@@ -70,6 +70,7 @@ class IngestReport:
     failed: int = 0  # rows whose text the model failed on (recorded in the errors table)
     given_up: int = 0  # rows left out: their text failed max_attempts times in earlier runs
     reconnects: int = 0  # database connections lost and made again during the run
+    stopped: bool = False  # stopped early on request (Ctrl-C): the rest is pending for the next run
     seconds: float = 0.0
     setup_s: float = 0.0
     read_s: float = 0.0
@@ -117,5 +118,7 @@ class IngestReport:
             )
         if self.reconnects:
             lines.append(f"  database connections lost and made again: {self.reconnects}")
+        if self.stopped:
+            lines.append("  stopped early: batches under way were committed; the next run does the rest")
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)

@@ -109,6 +109,9 @@ def test_load_refuses_nul_and_keeps_table_unchanged(dsn, tables, tmp_path):
         (["ingest", "{table}", "--text-column", "id"], ["is bigint, not a text type"]),
         (["ingest", "{table}", "--id-column", "text"], ["no unique index"]),
         (["ingest", "{table}", "--workers", "0"], ["--workers", ">= 1"]),
+        (["ingest", "{table}", "--workers", "5000"], ["needs 5000 more database connections", "fewer --workers"]),
+        (["ingest", "{table}", "--max-attempts", "0"], ["--max-attempts", ">= 1"]),
+        (["ingest", "{table}", "--reconnect-timeout", "soon"], ["expected a number of seconds"]),
         (["ingest", "{table}", "abc"], ["expected a whole number"]),
         (["ingest", "{table}", "--executor", "bogus"], ["invalid choice: 'bogus'"]),
         (["ingest", "{table}", "10", "--batch-size", "20"], ["disagree"]),
@@ -148,12 +151,42 @@ def test_unreachable_database_hides_the_password():
     assert "hunter2xyz" not in keyword.stderr
 
 
-def test_hostile_identifiers_are_quoted(dsn, conn, tables):
-    name = tables.name('we"ird; DROP TABLE x; --')
+HOSTILE_NAMES = ['we"ird; DROP TABLE canary; --', "spaces and 'quotes'", "ünïcödé ✓ 表"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_hostile_identifiers_name_real_objects_and_run_nothing_else(dsn, conn, tables, name):
+    canary = tables.name("canary")
+    source = tables.name(name)[:40]
+    tables.created += [
+        source,
+        f"{source}_embeddings",
+        *(f"{source}_embedding_{k}" for k in ("errors", "leases", "claims")),
+    ]
     with conn.cursor() as cur:
-        cur.execute(sql.SQL('CREATE TABLE {} ("the id" int PRIMARY KEY, "tëxt col" text)').format(sql.Identifier(name)))
-        cur.execute(sql.SQL("INSERT INTO {} VALUES (1, 'hello'), (2, 'world')").format(sql.Identifier(name)))
-    result = run_cli("ingest", name, "--id-column", "the id", "--text-column", "tëxt col", "--json", dsn=dsn)
+        cur.execute(sql.SQL("CREATE TABLE {} (n int)").format(sql.Identifier(canary)))
+        cur.execute(sql.SQL("INSERT INTO {} VALUES (1)").format(sql.Identifier(canary)))
+        cur.execute(
+            sql.SQL("CREATE TABLE {} ({} int PRIMARY KEY, {} text)").format(
+                sql.Identifier(source), sql.Identifier(f"id {name}"), sql.Identifier(f"text {name}")
+            )
+        )
+        cur.execute(sql.SQL("INSERT INTO {} VALUES (1, 'hello'), (2, 'world')").format(sql.Identifier(source)))
+        cur.execute("SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace")
+        before = {row[0] for row in cur.fetchall()}
+    result = run_cli("ingest", source, "--id-column", f"id {name}", "--text-column", f"text {name}", "--json", dsn=dsn)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["rows"] == 2
-    assert find_relation(conn, f"{name}_embeddings") is not None
+    with conn.cursor() as cur:
+        cur.execute("SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace")
+        after = {row[0] for row in cur.fetchall()}
+        cur.execute(sql.SQL("SELECT n FROM {}").format(sql.Identifier(canary)))
+        assert cur.fetchall() == [(1,)]
+    expected = {f"{source}_embeddings", *(f"{source}_embedding_{k}" for k in ("errors", "leases", "claims"))}
+    assert after - before == expected  # the tables embedlib makes, and nothing else
+
+    # the same names, one character off, name nothing: one line, nothing created
+    missing = run_cli("ingest", source + ";", dsn=dsn)
+    assert_clean_failure(missing, "does not exist")
+    wrong_column = run_cli("ingest", source, "--id-column", f"id {name}", "--text-column", f"text {name}'", dsn=dsn)
+    assert_clean_failure(wrong_column, "has no column")

@@ -8,6 +8,7 @@ by row against the source.
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import numpy as np
@@ -50,7 +51,9 @@ def test_a_fault_that_persists_ends_the_run_cleanly_and_the_next_run_finishes(co
     table = tables.source(texts)
     proxy = Proxy(dsn)
     try:
-        proc = start_cli("ingest", table, "50", "--reconnect-timeout", "2", "--json", dsn=proxy.dsn)
+        # The server trusts local connections and ignores the password; it must not be printed all the same.
+        with_password = f"{proxy.dsn} password=hunter2-secret"
+        proc = start_cli("ingest", table, "50", "--reconnect-timeout", "2", "--json", dsn=with_password)
         wait_for_rows(conn, table, proc, 100)
         proxy.stop()  # the server is gone, as far as the run can tell, and stays gone
         out, err = proc.communicate(timeout=120)
@@ -59,6 +62,7 @@ def test_a_fault_that_persists_ends_the_run_cleanly_and_the_next_run_finishes(co
         *warnings, error = err.strip().splitlines()
         assert all(line.startswith("embedlib: warning: ") for line in warnings), err
         assert error.startswith("embedlib: error: lost the database connection") and "within 2 s" in error
+        assert "hunter2" not in err
         stored = stored_count(conn, table)
         print(f"\nstopped after {stored} rows: {error}")
         # Batches are transactions: whole batches of 50 distinct texts, nothing half written.
@@ -72,4 +76,27 @@ def test_a_fault_that_persists_ends_the_run_cleanly_and_the_next_run_finishes(co
         assert (report["rows"], report["encoded"]) == (len(texts) - stored, len(texts) - stored)
     finally:
         proxy.stop()
+    assert_every_row_matches_its_text(tables, table, texts)
+
+
+def test_ctrl_c_commits_what_is_under_way_prints_the_report_and_exits_130(conn, dsn, tables, sample_texts):
+    texts = distinct(sample_texts, 1800)
+    table = tables.source(texts)
+    proc = start_cli("ingest", table, "50", "--json", dsn=dsn)
+    wait_for_rows(conn, table, proc, 1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "stopping after the batches under way" in err and "Traceback" not in err
+    report = json.loads(out)
+    stored = stored_count(conn, table)
+    print(f"\nCtrl-C: {out.strip()}")
+    assert report["stopped"] is True
+    assert report["rows"] == stored and 0 < stored < len(texts) and stored % 50 == 0
+
+    rest = start_cli("ingest", table, "50", "--json", dsn=dsn)
+    out, err = rest.communicate(timeout=300)
+    assert rest.returncode == 0, err
+    report = json.loads(out)
+    assert (report["rows"], report["encoded"], report["stopped"]) == (len(texts) - stored, len(texts) - stored, False)
     assert_every_row_matches_its_text(tables, table, texts)
