@@ -169,7 +169,7 @@ class Ingestor:
                 metrics_only=s.metrics_only,
             )
             leases = Leases(source, target, holder)
-            with _progress_bar(report.pending, enabled=self.progress) as bar:
+            with _progress_bar(report.pending, enabled=self.progress and report.pending > 0) as bar:
                 make_worker = functools.partial(BatchWorker, spec)
                 run = _Run(session, source, target, label, retries, leases, duplicates, make_worker, report, bar)
                 self._passes(run, options, limit)
