@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -116,3 +117,13 @@ def test_frequency_follows_new_duplicates(dsn, conn, tables):
         cur.execute(sql.SQL("INSERT INTO {} VALUES (3, 'same'), (4, 'same')").format(sql.Identifier(table)))
     Ingestor(dsn, table=table, model=HashEncoder()).run()
     assert tables.rows(table, "id, frequency") == [(1, 3), (2, 1), (3, 3), (4, 3)]
+
+
+@pytest.mark.skipif(bool(os.environ.get("EMBEDLIB_TEST_DSN")), reason="checks the embedded server's settings")
+def test_the_embedded_server_is_set_up_for_bulk_writes(conn):
+    from embedlib.embedded import SERVER_SETTINGS
+
+    with conn.cursor() as cur:
+        for name, value in SERVER_SETTINGS.items():
+            cur.execute("SELECT current_setting(%s)", (name,))
+            assert cur.fetchone()[0] == value
