@@ -28,6 +28,9 @@ Connection = psycopg2.extensions.connection
 T = TypeVar("T")
 
 DEFAULT_RECONNECT_S = 60.0  # how long a Session keeps trying to get its connection back
+# Times one unit of work may lose its connection before the fault counts as
+# persistent (a statement that crashes the server's backend, say).
+MAX_RETRIES_OF_A_UNIT = 10
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]*)(?=@)", re.I)
 _KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'|\S+)", re.I)
@@ -167,14 +170,19 @@ class Session:
         return self._conn
 
     def run(self, unit: Callable[[Connection], T]) -> T:
-        while True:
+        for _ in range(MAX_RETRIES_OF_A_UNIT):
             conn = self.conn
             try:
                 return unit(conn)
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 if not connection_lost(exc, conn):
                     raise
-                self._reconnect(exc)
+                cause = exc
+            self._reconnect(cause)
+        raise DatabaseError(
+            f"lost the database connection {MAX_RETRIES_OF_A_UNIT} times in a row on the same work "
+            f"(last: {redact(one_line(cause), self._dsn)})"
+        )
 
     def close(self) -> None:
         if self._conn is not None:

@@ -1,11 +1,13 @@
 """Reading the source: the rows that need work, and what the target already knows.
 
-Rows are read in id order, a chunk of the source's unique index at a time
-(keyset pagination: ``id > last id``, never OFFSET). Each chunk looks its
-rows up in the target by primary key, so a query costs the same whether the
-target holds ten rows or ten million, memory does not grow with the table,
-and a run stopped half-way loses nothing: "needs work" is decided by the
-target itself (no row, an old text hash, or another model).
+Rows are read in id order, one span of the source's unique index at a time
+(``id BETWEEN first AND last``, never OFFSET), each span leased first so
+that runs sharing the table read different rows (see claims). Each span
+looks its rows up in the target by primary key, so a query costs the same
+whether the target holds ten rows or ten million, memory does not grow with
+the table, and a run stopped half-way loses nothing: "needs work" is decided
+by the target itself (no row, an old text hash, or another model), and by
+the errors table for rows that failed too often.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from processes import assert_every_row_matches_its_text, distinct, start_cli, stored_count, wait_for_rows
 
-from embedlib.db import connect
+from embedlib.db import Session, connect
+from embedlib.errors import DatabaseError
 from embedlib.proxy import Proxy
 
 
@@ -131,3 +132,28 @@ def test_ctrl_c_commits_what_is_under_way_prints_the_report_and_exits_130(conn, 
     report = json.loads(out)
     assert (report["rows"], report["encoded"], report["stopped"]) == (len(texts) - stored, len(texts) - stored, False)
     assert_every_row_matches_its_text(tables, table, texts)
+
+
+def test_a_session_redoes_a_unit_whose_connection_was_lost_but_not_forever(dsn):
+    session = Session(dsn, reconnect_s=5)
+    calls = []
+
+    def terminated_once(conn):
+        calls.append(conn.get_backend_pid())
+        with conn.cursor() as cur:
+            if len(calls) == 1:
+                cur.execute("SELECT pg_terminate_backend(pg_backend_pid())")  # the server drops us
+            cur.execute("SELECT 41 + 1")
+            return cur.fetchone()[0]
+
+    def always_terminated(conn):
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    try:
+        assert session.run(terminated_once) == 42
+        assert len(calls) == 2 and calls[0] != calls[1] and session.reconnects == 1
+        with pytest.raises(DatabaseError, match="10 times in a row"):
+            session.run(always_terminated)
+    finally:
+        session.close()
