@@ -57,7 +57,7 @@ def hold(conn: Connection, key: int) -> None:
     with conn.cursor() as cur:
         cur.execute("SET lock_timeout = '30s'")
         cur.execute("SELECT pg_advisory_lock(%s, %s)", (HOLDERS, key))
-        cur.execute("SET lock_timeout = 0")
+        cur.execute("RESET lock_timeout")
     conn.commit()
 
 

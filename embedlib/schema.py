@@ -240,13 +240,13 @@ def ensure_target(conn: Connection, source: SourceTable, target: str | None, dim
             cur.execute(
                 sql.SQL("CREATE INDEX ON {} (text_hash) WHERE frequency IS DISTINCT FROM 1").format(table.ident)
             )
+        ensure_side_tables(conn, table)  # an existing target's are checked before (Ingestor._prepare)
     elif table.dimension != dimension:
         conn.rollback()
         raise SchemaError(
             f"target {name!r} holds {table.dimension}-dimensional vectors but the model makes "
             f"{dimension}-dimensional ones; choose another --target"
         )
-    ensure_side_tables(conn, table)
     conn.commit()
     return table
 
