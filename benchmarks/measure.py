@@ -69,7 +69,8 @@ class Database:
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
 
     def close(self) -> None:
-        self.drop(*(f"{t}_embeddings" for t in self._tables), *(f"{t}_original" for t in self._tables))
+        beside = ("embeddings", "original", "embedding_errors", "embedding_leases", "embedding_claims")
+        self.drop(*(f"{t}_{kind}" for t in self._tables for kind in beside))
         self.drop(*self._tables)
         self.conn.close()
 

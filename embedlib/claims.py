@@ -64,8 +64,10 @@ def hold(conn: Connection, key: int) -> None:
 class Leases:
     """The leases and claims of one holder on one target."""
 
-    def __init__(self, source: SourceTable, target: TargetTable, key: int) -> None:
+    def __init__(self, source: SourceTable, target: TargetTable, key: int, model: str) -> None:
         self.key = key
+        # Runs of different models share nothing: each embeds every row with its own model.
+        self.model = model
         self.others_seen = False  # has another live holder leased part of this target during the run
         self._target = target
         self._leases = target.leases.ident
@@ -76,7 +78,7 @@ class Leases:
             "leases": self._leases,
             "id_type": sql.SQL(source.id_type),  # format_type: quoted already
         }
-        others = "l.holder <> %(me)s"
+        others = "l.holder <> %(me)s AND l.model = %(model)s"
         # The first source id after %(after)s; the end of another holder's lease
         # that covers it, if one does; and the start of the next one after it.
         self._next_query = [
@@ -117,9 +119,12 @@ class Leases:
             cur.execute(
                 sql.SQL("DELETE FROM {} WHERE holder NOT IN ({})").format(self._leases, _LIVE_HOLDERS)
             )  # the leases of holders that died
-            cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE holder <> %s)").format(self._leases), (self.key,))
+            cur.execute(
+                sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE holder <> %s AND model = %s)").format(self._leases),
+                (self.key, self.model),
+            )
             self.others_seen = self.others_seen or bool(_one(cur)[0])
-            parameters: dict[str, object] = {"me": self.key, "after": after, "size": size}
+            parameters: dict[str, object] = {"me": self.key, "model": self.model, "after": after, "size": size}
             cur.execute(self._mine_query[after is not None], parameters)
             mine = cur.fetchone()
             if mine is not None:
@@ -137,10 +142,10 @@ class Leases:
             (last,) = _one(cur)
             cur.execute(
                 sql.SQL(
-                    "INSERT INTO {} (holder, first_id, last_id) VALUES (%s, CAST(%s AS {id_type}), "
+                    "INSERT INTO {} (holder, model, first_id, last_id) VALUES (%s, %s, CAST(%s AS {id_type}), "
                     "CAST(%s AS {id_type}))"
                 ).format(self._leases, id_type=sql.SQL(self._target.id_type)),
-                (self.key, first, last),
+                (self.key, self.model, first, last),
             )
         return first, last
 
@@ -150,11 +155,11 @@ class Leases:
         if not text_hashes:
             return set()
         statement = sql.SQL(
-            "INSERT INTO {claims} AS c (text_hash, holder) SELECT unnest(%(hashes)s::text[]), %(me)s "
-            "ON CONFLICT (text_hash) DO UPDATE SET holder = EXCLUDED.holder "
+            "INSERT INTO {claims} AS c (model, text_hash, holder) SELECT %(model)s, unnest(%(hashes)s::text[]), %(me)s "
+            "ON CONFLICT (model, text_hash) DO UPDATE SET holder = EXCLUDED.holder "
             "WHERE c.holder = EXCLUDED.holder OR c.holder NOT IN ({live}) RETURNING text_hash"
         ).format(claims=self._claims, live=_LIVE_HOLDERS)
-        rows = fetch_all(conn, statement, {"hashes": list(text_hashes), "me": self.key})
+        rows = fetch_all(conn, statement, {"hashes": list(text_hashes), "me": self.key, "model": self.model})
         return {text_hash for (text_hash,) in rows}
 
     def release(self, conn: Connection) -> None:

@@ -168,7 +168,7 @@ class Ingestor:
                 count_tokens=getattr(encoder, "count_tokens", None),
                 metrics_only=s.metrics_only,
             )
-            leases = Leases(source, target, holder)
+            leases = Leases(source, target, holder, label)
             with _progress_bar(report.pending, enabled=self.progress and report.pending > 0) as bar:
                 make_worker = functools.partial(BatchWorker, spec)
                 run = _Run(session, source, target, label, retries, leases, duplicates, make_worker, report, bar)

@@ -265,9 +265,10 @@ _SIDE_TABLES = {
             failed_at timestamptz NOT NULL DEFAULT now()
         )
     """,
-    "leases": "CREATE UNLOGGED TABLE IF NOT EXISTS {table} (holder int4 NOT NULL, first_id {id_type} NOT NULL, "
-    "last_id {id_type} NOT NULL)",
-    "claims": "CREATE UNLOGGED TABLE IF NOT EXISTS {table} (text_hash text PRIMARY KEY, holder int4 NOT NULL)",
+    "leases": "CREATE UNLOGGED TABLE IF NOT EXISTS {table} (holder int4 NOT NULL, model text NOT NULL, "
+    "first_id {id_type} NOT NULL, last_id {id_type} NOT NULL)",
+    "claims": "CREATE UNLOGGED TABLE IF NOT EXISTS {table} (model text NOT NULL, text_hash text NOT NULL, "
+    "holder int4 NOT NULL, PRIMARY KEY (model, text_hash))",
 }
 
 

@@ -14,6 +14,10 @@ import numpy as np
 from processes import assert_every_row_matches_its_text, start_cli, stored_count, wait_for_rows
 from psycopg2 import sql
 
+from embedlib import Ingestor
+from embedlib.claims import HOLDERS
+from embedlib.testing import HashEncoder
+
 
 def half_duplicated(sample_texts: list[str], rows: int, seed: int) -> list[str]:
     """``rows`` texts, each distinct one held by two rows far apart."""
@@ -117,3 +121,24 @@ def test_runs_killed_at_random_moments_then_one_run_finishes_exactly_as_a_clean_
     columns = "id, text_hash, char_length, token_count, truncated, frequency, model"
     assert tables.rows(table, columns) == tables.rows(clean, columns)
     assert side_rows(conn, table) == {"errors": 0, "leases": 0, "claims": 0}
+
+
+def test_spans_leased_by_a_live_run_are_skipped_by_runs_of_its_model_only(dsn, conn, tables):
+    table = tables.source([f"row {i}" for i in range(1, 101)])
+    x, y = HashEncoder(name="model-x"), HashEncoder(name="model-y")
+    Ingestor(dsn, table=table, model=x).run(limit=1)  # makes the target and the tables beside it
+    holder = 424242
+    with conn.cursor() as cur:  # this connection plays a live run of model x that leased ids 40..60
+        cur.execute("SELECT pg_advisory_lock(%s, %s)", (HOLDERS, holder))
+        cur.execute(
+            sql.SQL("INSERT INTO {} (holder, model, first_id, last_id) VALUES (%s, 'model-x', 40, 60)").format(
+                sql.Identifier(f"{table}_embedding_leases")
+            ),
+            (holder,),
+        )
+    assert Ingestor(dsn, table=table, model=x, window_size=10).run().rows == 99 - 21
+    assert Ingestor(dsn, table=table, model=y, window_size=10).run().rows == 100  # not model x's run
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_unlock(%s, %s)", (HOLDERS, holder))  # the run dies
+    assert Ingestor(dsn, table=table, model=x, window_size=10).run().rows == 100  # all again: y replaced x
+    assert side_rows(conn, table)["leases"] == 0  # the dead run's lease went with it
