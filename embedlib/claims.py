@@ -79,37 +79,36 @@ class Leases:
             "id_type": sql.SQL(source.id_type),  # format_type: quoted already
         }
         others = "l.holder <> %(me)s AND l.model = %(model)s"
+
+        def without_and_with(template: str, condition: str) -> list[sql.Composed]:
+            """``template`` without ``{condition}`` (index 0) and with it (index 1): the query for a bound or none."""
+            return [sql.SQL(template).format(condition=sql.SQL(c).format(**parts), **parts) for c in ("", condition)]
+
         # The first source id after %(after)s; the end of another holder's lease
         # that covers it, if one does; and the start of the next one after it.
-        self._next_query = [
-            sql.SQL(
-                "WITH n AS (SELECT s.{id} AS id FROM {source} s " + where + " ORDER BY s.{id} LIMIT 1) "
-                "SELECT n.id::text, "
-                "(SELECT l.last_id::text FROM {leases} l WHERE " + others + " AND l.first_id <= n.id "
-                "AND n.id <= l.last_id ORDER BY l.last_id DESC LIMIT 1), "
-                "(SELECT l.first_id::text FROM {leases} l WHERE " + others + " AND l.first_id > n.id "
-                "ORDER BY l.first_id LIMIT 1) FROM n"
-            ).format(**parts)
-            for where in ("", "WHERE s.{id} > CAST(%(after)s AS {id_type})")
-        ]
+        self._next_query = without_and_with(
+            "WITH n AS (SELECT s.{id} AS id FROM {source} s {condition} ORDER BY s.{id} LIMIT 1) "
+            "SELECT n.id::text, "
+            "(SELECT l.last_id::text FROM {leases} l WHERE " + others + " AND l.first_id <= n.id "
+            "AND n.id <= l.last_id ORDER BY l.last_id DESC LIMIT 1), "
+            "(SELECT l.first_id::text FROM {leases} l WHERE " + others + " AND l.first_id > n.id "
+            "ORDER BY l.first_id LIMIT 1) FROM n",
+            "WHERE s.{id} > CAST(%(after)s AS {id_type})",
+        )
         # A lease of this holder's past %(after)s: taken, but the connection was lost before it was
         # read (it is read before the next is taken), so the answer to a retried take().
-        self._mine_query = [
-            sql.SQL(
-                "SELECT first_id::text, last_id::text FROM {leases} WHERE holder = %(me)s " + where + " "
-                "ORDER BY first_id LIMIT 1"
-            ).format(**parts)
-            for where in ("", "AND first_id > CAST(%(after)s AS {id_type})")
-        ]
+        self._mine_query = without_and_with(
+            "SELECT first_id::text, last_id::text FROM {leases} WHERE holder = %(me)s {condition} "
+            "ORDER BY first_id LIMIT 1",
+            "AND first_id > CAST(%(after)s AS {id_type})",
+        )
         # The last id of a window of up to %(size)s ids from %(first)s, ending before %(stop)s if set.
-        self._last_query = [
-            sql.SQL(
-                "SELECT w.id::text FROM (SELECT s.{id} AS id FROM {source} s "
-                "WHERE s.{id} >= CAST(%(first)s AS {id_type}) " + stop + " ORDER BY s.{id} LIMIT %(size)s) w "
-                "ORDER BY w.id DESC LIMIT 1"
-            ).format(**parts)
-            for stop in ("", "AND s.{id} < CAST(%(stop)s AS {id_type}) ")
-        ]
+        self._last_query = without_and_with(
+            "SELECT w.id::text FROM (SELECT s.{id} AS id FROM {source} s "
+            "WHERE s.{id} >= CAST(%(first)s AS {id_type}) {condition} ORDER BY s.{id} LIMIT %(size)s) w "
+            "ORDER BY w.id DESC LIMIT 1",
+            "AND s.{id} < CAST(%(stop)s AS {id_type})",
+        )
 
     def take(self, conn: Connection, after: str | None, size: int) -> tuple[str, str] | None:
         """Lease the next window of up to ``size`` source ids after ``after`` that no other live

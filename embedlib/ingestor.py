@@ -126,12 +126,10 @@ class Ingestor:
         s = self.settings
         dsn = resolve_dsn(s.dsn)
         holder = new_holder_key()  # this run's, among the ingestors sharing the table (see claims)
-
-        def on_connect(conn: Connection) -> None:
-            conn.autocommit = True  # reads need no transaction: each query sees the latest commits
-            hold(conn, holder)
-
-        session = Session(dsn, reconnect_s=s.reconnect_s, on_connect=on_connect)
+        # Reads need no transaction (autocommit): each query sees the latest commits.
+        session = Session(
+            dsn, autocommit=True, reconnect_s=s.reconnect_s, on_connect=functools.partial(hold, key=holder)
+        )
         leases: Leases | None = None
         try:
             # Each worker holds one connection for the whole run: the pool is as big as the executor.
