@@ -116,6 +116,12 @@ def st_model():  # type: ignore[no-untyped-def]
     return resolve_encoder("all-MiniLM-L6-v2")._model  # type: ignore[attr-defined]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--full-size", action="store_true", help="embedlib benchmarks: run the scaling sweep at 10x the rows"
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Benchmarks run only under ``--benchmark-only``: plain ``pytest`` is the test suite."""
     if config.getoption("benchmark_only", default=False):

@@ -48,12 +48,20 @@ def _int_at_least(text: str, lowest: int) -> int:
 
 
 def _seconds(text: str) -> float:
+    return _amount(text, "seconds")
+
+
+def _milliseconds(text: str) -> float:
+    return _amount(text, "milliseconds")
+
+
+def _amount(text: str, unit: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number of {unit}, got {text!r}") from None
     if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number of {unit} >= 0, got {text!r}")
     return value
 
 
@@ -78,9 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--executor",
         choices=[AUTO, *EXECUTORS],
         default=AUTO,
-        help="how batches run (default: auto = pipelined: one encoder, reads and writes overlapped)",
+        help="how batches run (default: auto = pipelined: one encoder, reads and writes overlapped; "
+        "threaded for a service URL or with --autoscale)",
     )
-    running.add_argument("--model", default=DEFAULT_MODEL, help="model name or local path (default: %(default)s)")
+    running.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="model name, local path, or the URL of an OpenAI-compatible embeddings service, "
+        "http://host:port/v1[#model] (default: %(default)s)",
+    )
     running.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     running.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
 
@@ -118,12 +132,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="source rows read, deduplicated and sorted at a time; also the span each run sharing "
         "the table leases (default: 10000, or 10 batches if larger)",
     )
+    ingest.add_argument(
+        "--autoscale",
+        action="store_true",
+        help="choose the number of workers while running, from the rows/s measured, up to --workers "
+        "(default ceiling 16; threaded executor)",
+    )
     ingest.add_argument("--limit", type=_positive_int, help="process at most this many pending rows")
     ingest.add_argument("--metrics-only", action="store_true", help="recompute metrics of embedded rows, no encoding")
     ingest.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
     ingest.add_argument("--id-column", default="id", help="unique id column (default: %(default)s)")
     ingest.add_argument("--target", help="table for vectors and metrics (default: TABLE_embeddings)")
     ingest.set_defaults(handler=_ingest)
+
+    bench = commands.add_parser(
+        "bench",
+        parents=[database],
+        help="measure rows/s and speedup at 1, 2, 4, ... MAX_WORKERS workers on a table",
+        description="Embed TABLE into a scratch target (dropped afterwards) at 1, 2, 4, ... MAX_WORKERS "
+        "workers and print rows/s and speedup over 1 worker. A missing TABLE is created from the "
+        "bundled sample sentences.",
+    )
+    bench.add_argument("table", help="source table (optionally schema.table)")
+    bench.add_argument("batch_size", type=_positive_int, help="texts per batch")
+    bench.add_argument("max_workers", type=_positive_int, help="the most workers to measure")
+    bench.add_argument("--executor", choices=[AUTO, *EXECUTORS], default=AUTO, help="(default: %(default)s)")
+    bench.add_argument(
+        "--db-latency-ms",
+        type=_milliseconds,
+        default=0.0,
+        metavar="MS",
+        help="reach the database through a proxy adding MS to every round trip (and encode with a fast "
+        "stand-in unless --model is given)",
+    )
+    bench.add_argument(
+        "--encoder-latency-ms",
+        type=_milliseconds,
+        default=0.0,
+        metavar="MS",
+        help="encode through a local OpenAI-compatible service that takes MS per request",
+    )
+    bench.add_argument("--model", help=f"model name, path or service URL (default: {DEFAULT_MODEL})")
+    bench.add_argument("--limit", type=_positive_int, help="embed at most this many rows per run")
+    bench.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
+    bench.add_argument("--id-column", default="id", help="unique id column (default: %(default)s)")
+    bench.add_argument("--save", metavar="PATH", help="also save the figures and machine info as JSON to PATH")
+    bench.add_argument("--json", action="store_true", help="print the figures as one JSON object on stdout")
+    bench.set_defaults(handler=_bench)
 
     load = commands.add_parser("load", parents=[database], help="load a text file, one text per line, into a table")
     load.add_argument("table", help="table to create or append to, with columns (id, text)")
@@ -157,6 +212,7 @@ def _ingest(args: argparse.Namespace) -> int:
         window_size=args.window_size or 0,
         max_attempts=args.max_attempts,
         reconnect_s=args.reconnect_timeout,
+        autoscale=args.autoscale,
         progress=not args.quiet and not args.json,
     )
     with _stop_on_signal(ingestor.stop) as received:
@@ -184,6 +240,53 @@ def _stop_on_signal(stop: Callable[[], None]) -> Iterator[list[int]]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from embedlib import bench
+
+    if args.encoder_latency_ms and args.model:
+        raise ConfigError("--encoder-latency-ms encodes through a local stand-in service; drop --model")
+    dsn = _dsn_of(args)
+    loaded = bench.ensure_sample_table(dsn, args.table)
+    if loaded and not args.json:
+        print(f"table {args.table!r} did not exist: loaded {loaded} bundled sample sentences into it")
+    regime = bench.Regime(db_latency_ms=args.db_latency_ms, encoder_latency_ms=args.encoder_latency_ms)
+    if not args.json:
+        print(f"embedlib bench {args.table}: batch size {args.batch_size}, executor {args.executor}, "
+              f"regime {regime.name}")  # fmt: skip
+        print(bench.speedup_lines([])[0])
+    shown: list[bench.Point] = []
+
+    def show(point: bench.Point) -> None:
+        shown.append(point)
+        if not args.json:
+            print(bench.speedup_lines(shown)[-1], flush=True)
+
+    points = bench.sweep(
+        dsn,
+        args.table,
+        regime=regime,
+        batch_sizes=[args.batch_size],
+        workers=bench.worker_counts(args.max_workers),
+        executors=[args.executor],
+        model=args.model,
+        limit=args.limit,
+        text_column=args.text_column,
+        id_column=args.id_column,
+        on_point=show,
+    )
+    machine = bench.machine_info(dsn) if args.json or args.save else {}
+    if args.save:
+        bench.save(args.save, points, machine)
+    if args.json:
+        ratios = bench.speedups(points)
+        rows = [{**dataclasses.asdict(p), "speedup": round(ratios.get(p, 0.0), 3)} for p in points]
+        print(json.dumps({"machine": machine, "points": rows}))
+    return 0
 
 
 def _load(args: argparse.Namespace) -> int:

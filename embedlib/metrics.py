@@ -76,6 +76,7 @@ class IngestReport:
     read_s: float = 0.0
     encode_s: float = 0.0
     write_s: float = 0.0
+    autoscale_steps: list[int] = field(default_factory=list)  # worker counts tried, in order, when autoscaling
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -111,6 +112,9 @@ class IngestReport:
             f"  model {self.model}, executor {self.executor} x{self.workers}, batch size {self.batch_size}",
             f"  time: read {self.read_s:.2f} s, encode {self.encode_s:.2f} s, write {self.write_s:.2f} s",
         ]
+        if self.autoscale_steps:
+            tried = ", ".join(map(str, self.autoscale_steps))
+            lines.append(f"  autoscale: worker counts tried in turn {tried}; kept {self.workers}")
         if self.given_up:
             lines.append(
                 f"  left out {self.given_up} rows whose text failed in earlier runs as often as allowed "

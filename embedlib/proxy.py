@@ -5,13 +5,27 @@ the server ``dsn`` names (TCP or Unix socket); ``proxy.dsn`` is the same DSN
 pointed at the proxy. ``drop_connections()`` cuts every connection through
 it, as a network fault or a server restart would; ``stop()`` also stops
 listening, so reconnecting fails until ``start()``. The fault tests use it.
+
+``latency_ms`` adds that much to every round trip (half each way), as a
+database in another availability zone would: each chunk of bytes is held
+until its time comes, in order, without limiting bandwidth. The
+database-latency benchmarks (``embedlib bench --db-latency-ms``) run it in a
+process of their own (``in_subprocess``): in the client's process its
+threads would compete with the client's for the GIL, which a real network
+does not.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import queue
 import socket
+import subprocess
+import sys
 import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg2.extensions
@@ -20,7 +34,10 @@ _CHUNK = 1 << 16
 
 
 class Proxy:
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, latency_ms: float = 0.0) -> None:
+        if not latency_ms >= 0:
+            raise ValueError(f"latency_ms must be >= 0, got {latency_ms!r}")
+        self.one_way_s = latency_ms / 2000
         params = psycopg2.extensions.parse_dsn(dsn)
         host = params.get("host") or "/tmp"
         port = int(params.get("port") or 5432)
@@ -39,8 +56,7 @@ class Proxy:
     @property
     def dsn(self) -> str:
         """``dsn``, but through the proxy."""
-        params = {**self._params, "host": "127.0.0.1", "port": str(self.port)}
-        return psycopg2.extensions.make_dsn(**params)
+        return _through(self._params, self.port)
 
     def start(self) -> None:
         """Listen (on the same port as before, once started)."""
@@ -89,7 +105,14 @@ class Proxy:
             with self._lock:
                 self._sockets |= {client, server}
             for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=_pump, args=(source, sink), name="embedlib-proxy-pump", daemon=True).start()
+                if self.one_way_s:
+                    _start_delayed_pump(source, sink, self.one_way_s)
+                else:
+                    _start(_pump, source, sink)
+
+
+def _start(target: Callable[..., None], *args: object) -> None:
+    threading.Thread(target=target, args=args, name="embedlib-proxy-pump", daemon=True).start()
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:
@@ -100,7 +123,82 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
     except OSError:
         pass
     finally:
-        for sock in (source, sink):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+        _close(source, sink)
+
+
+def _start_delayed_pump(source: socket.socket, sink: socket.socket, delay_s: float) -> None:
+    """Copy bytes one way, each chunk ``delay_s`` after it arrived: one thread receives, one sends."""
+    in_transit: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
+
+    def receive() -> None:
+        try:
+            while data := source.recv(_CHUNK):
+                in_transit.put((time.monotonic() + delay_s, data))
+        except OSError:
+            pass
+        in_transit.put((time.monotonic() + delay_s, b""))  # end of stream, delivered in turn
+
+    def send() -> None:
+        try:
+            while True:
+                due, data = in_transit.get()
+                if (wait := due - time.monotonic()) > 0:
+                    time.sleep(wait)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(source, sink)
+
+    _start(receive)
+    _start(send)
+
+
+def _close(*sockets: socket.socket) -> None:
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+
+def _through(params: dict[str, str], port: int) -> str:
+    return psycopg2.extensions.make_dsn(**{**params, "host": "127.0.0.1", "port": str(port)})
+
+
+_UPSTREAM_VARIABLE = "EMBEDLIB_PROXY_UPSTREAM"  # the DSN goes by environment, not argv: ps shows argv
+
+
+@contextlib.contextmanager
+def in_subprocess(dsn: str, latency_ms: float) -> Iterator[str]:
+    """A Proxy with ``latency_ms`` in a process of its own while the block runs; yields the DSN through it."""
+    command = [sys.executable, "-m", "embedlib.proxy", "--latency-ms", str(latency_ms)]
+    environment = {**os.environ, _UPSTREAM_VARIABLE: dsn}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment)
+    try:
+        assert process.stdout is not None
+        port = process.stdout.readline().strip()
+        if not port.isdigit():
+            raise RuntimeError(f"the latency proxy did not start (exit status {process.wait()})")
+        yield _through(psycopg2.extensions.parse_dsn(dsn), int(port))
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def main() -> None:
+    """``EMBEDLIB_PROXY_UPSTREAM=DSN python -m embedlib.proxy --latency-ms 5``: prints the port, serves until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--latency-ms", type=float, default=5.0)
+    args = parser.parse_args()
+    proxy = Proxy(os.environ[_UPSTREAM_VARIABLE], latency_ms=args.latency_ms)
+    print(proxy.port, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

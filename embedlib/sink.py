@@ -121,16 +121,17 @@ class Sink:
             "COPY {target} (embedding, norm, frequency, text_hash, char_length, token_count, truncated, model, id) "
             "FROM STDIN (FORMAT binary)"
         ).format(target=self._target.ident)
+        # One COPY is atomic on its own: run outside a transaction block, it saves
+        # the BEGIN and COMMIT round trips (half the batch's time from a distant database).
+        conn.autocommit = True
         try:
             with conn.cursor() as cur:
                 cur.copy_expert(copy, io.BytesIO(data), size=len(data))
-            conn.commit()
         except psycopg2.errors.UniqueViolation:
-            conn.rollback()  # a row appeared since it was read (another ingestor, a retried commit): upsert
-            return False
-        except BaseException:
-            rollback_quietly(conn)
-            raise
+            return False  # a row appeared since it was read (another ingestor, a retried COPY): upsert
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
         return True
 
     def write_metrics(self, ids: Sequence[str], text_hashes: Sequence[str] | np.ndarray, metrics: TextMetrics) -> None:

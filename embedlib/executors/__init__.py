@@ -7,7 +7,7 @@ from embedlib.executors.base import Executor, Worker, WorkerFactory
 from embedlib.executors.pipelined import PipelinedExecutor
 from embedlib.executors.process import ProcessExecutor
 from embedlib.executors.serial import SerialExecutor
-from embedlib.executors.threaded import ThreadedExecutor
+from embedlib.executors.threaded import AUTOSCALE_MAX_WORKERS, ThreadedExecutor
 
 EXECUTORS: dict[str, type[Executor]] = {
     SerialExecutor.name: SerialExecutor,
@@ -19,19 +19,30 @@ EXECUTORS: dict[str, type[Executor]] = {
 
 # The default: on a CPU the model is the bottleneck and torch already uses every
 # core in one encode, so one encoder with reading and writing overlapped around
-# it is the fastest correct way here (see the README's measurements).
+# it is the fastest correct way here (see the README's measurements). An
+# encoder whose calls can overlap (a remote service) wants many calls in flight
+# instead: the threaded executor, each worker encoding and writing on its own.
 AUTO = "auto"
 AUTO_EXECUTOR = PipelinedExecutor
+AUTO_EXECUTOR_FOR_CONCURRENT_ENCODERS = ThreadedExecutor
 
 
-def make_executor(name: str, workers: int | None = None) -> Executor:
-    """An executor by name: one of ``EXECUTORS``, or ``"auto"`` (the pipelined executor).
+def make_executor(
+    name: str, workers: int | None = None, *, concurrent_encoder: bool = False, autoscale: bool = False
+) -> Executor:
+    """An executor by name: one of ``EXECUTORS``, or ``"auto"`` (see ``AUTO_EXECUTOR``).
 
     ``workers`` is what each executor runs in parallel (writer threads,
-    threads or processes); None means that executor's default.
+    threads or processes); None means that executor's default. With
+    ``autoscale``, ``workers`` is the most the threaded executor may use
+    (see ``autoscale``); other executors do not scale.
     """
     if name == AUTO:
-        name = AUTO_EXECUTOR.name
+        name = (AUTO_EXECUTOR_FOR_CONCURRENT_ENCODERS if concurrent_encoder or autoscale else AUTO_EXECUTOR).name
+    if autoscale:
+        if name != ThreadedExecutor.name:
+            raise ConfigError(f"autoscale works with the threaded executor, not {name!r}")
+        return ThreadedExecutor(AUTOSCALE_MAX_WORKERS if workers is None else workers, autoscale=True)
     try:
         cls = EXECUTORS[name]
     except KeyError:

@@ -59,18 +59,22 @@ class Executor(ABC):
 
 
 def bounded_map(
-    submit: Callable[[Batch], Future[BatchResult]], batches: Iterable[Batch], in_flight_limit: int
+    submit: Callable[[Batch], Future[BatchResult]],
+    batches: Iterable[Batch],
+    in_flight_limit: int | Callable[[], int],
 ) -> Iterator[BatchResult]:
     """Submit batches to a pool, at most ``in_flight_limit`` at a time, and yield results as they finish.
 
     The bound keeps memory flat however large the table: reading waits for
-    the pool. Batches not yet started when an error stops the run are cancelled.
+    the pool. It may be a function, asked before each batch (see autoscale).
+    Batches not yet started when an error stops the run are cancelled.
     """
+    limit = in_flight_limit if callable(in_flight_limit) else lambda: in_flight_limit
     in_flight: set[Future[BatchResult]] = set()
     try:
         for batch in batches:
             in_flight.add(submit(batch))
-            if len(in_flight) >= in_flight_limit:
+            while len(in_flight) >= limit():
                 done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                 yield from (future.result() for future in done)
         while in_flight:

@@ -7,8 +7,9 @@ reader thread, the model on one encoder thread, and writes on ``workers``
 writer threads, each with its own connection; the caller's thread collects
 results. While the model encodes batch n, batch n+1 is read and planned and
 batch n-1 written, so the model never waits for the database (the original
-design's "batch prefetching"). Each queue holds at most ``depth`` batches:
-memory stays bounded whatever the table's size.
+design's "batch prefetching"). Each queue holds at most ``depth`` batches
+per writer (4 by default): memory stays bounded whatever the table's size,
+and the writers have work while the reader waits on its next window.
 
 One encoder is the point: torch already spreads one encode over every
 core. More writers help only where writing is the slow part (a fast
@@ -39,15 +40,15 @@ _SWITCH_INTERVAL_S = 0.0005
 class PipelinedExecutor(Executor):
     name = "pipelined"
 
-    def __init__(self, workers: int = 2, *, depth: int = 2) -> None:
+    def __init__(self, workers: int = 2, *, depth: int = 4) -> None:
         super().__init__(workers)
         self.depth = depth
 
     def map_unordered(self, make_worker: WorkerFactory, batches: Iterable[Batch]) -> Iterator[BatchResult]:
         stop = threading.Event()
         errors: list[BaseException] = []
-        planned: queue.Queue[Any] = queue.Queue(self.depth)
-        encoded: queue.Queue[Any] = queue.Queue(self.depth)
+        planned: queue.Queue[Any] = queue.Queue(self.depth * self.workers)
+        encoded: queue.Queue[Any] = queue.Queue(self.depth * self.workers)
         results: queue.Queue[Any] = queue.Queue()  # bounded by the stages before it
         workers: list[Worker] = []  # made at a stage's first batch: no batch, no model loaded
         workers_lock = threading.Lock()
