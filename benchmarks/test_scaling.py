@@ -31,7 +31,7 @@ RESULTS = Path(os.environ.get("EMBEDLIB_SCALING_JSON", Path(__file__).parent / "
 WORKERS = [1, 2, 4, 8]
 BATCH_SIZES = [32, 100, 256]
 # Rows per run (small, full): enough that a run at 8 workers is not all start and end.
-ROWS = {bench.COMPUTE: (512, 4000), bench.DB_LATENCY: (20_000, 200_000), bench.REMOTE_ENCODER: (2_000, 20_000)}
+ROWS = {bench.COMPUTE: (512, 4000), bench.DB_LATENCY: (20_000, 200_000), bench.REMOTE_ENCODER: (4_000, 40_000)}
 # The process executor's gain is spare cores, which only the compute regime can use;
 # elsewhere it would add 8 model-less process start-ups and measure the same waiting as threads.
 EXECUTORS = {

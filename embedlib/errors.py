@@ -29,3 +29,8 @@ class SchemaError(EmbedlibError):
 
 class ModelError(EmbedlibError):
     """The model cannot be found or loaded."""
+
+
+class EncoderUnavailable(ModelError):
+    """The encoder cannot work at all for now (a service down, a key refused): no text is to
+    blame, so the run stops instead of filing texts as failed (see failures.isolate_failures)."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from embedlib.db import one_line
+from embedlib.errors import EncoderUnavailable
 
 NON_FINITE = "the model returned a non-finite vector (NaN or infinity)"
 _MAX_MESSAGE = 1000  # characters of an error kept in the errors table
@@ -33,10 +34,13 @@ def isolate_failures(
     failed are NaN. If every text fails and there is more than one, the model
     itself is broken (not the rows) unless it ``worked_before``: then the
     first error is raised, which stops the run rather than filling the
-    errors table with every row of the table.
+    errors table with every row of the table. ``EncoderUnavailable`` (a
+    service that is down) is no text's fault: it is raised at once.
     """
     try:
         return encode(0, count), {}
+    except EncoderUnavailable:
+        raise
     except Exception as exc:
         first_error = exc
     vectors = np.full((count, dimension), np.nan, dtype=np.float32)
@@ -51,6 +55,8 @@ def isolate_failures(
         for low, high in ((start, middle), (middle, stop)):
             try:
                 vectors[low:high] = encode(low, high)
+            except EncoderUnavailable:
+                raise
             except Exception as exc:
                 pending.append((low, high, exc))
     if len(errors) == count > 1 and not worked_before:

@@ -15,8 +15,10 @@ if the service wants one, comes from ``$EMBEDLIB_API_KEY`` or
   workers pay: the service does the work, the workers only wait.
 - Retries: a refused or dropped connection, a timeout, 429 and 5xx are
   retried with exponential backoff (0.5 s up to 8 s, or the service's
-  ``Retry-After``) for up to ``retry_s``; then the call fails. Other 4xx
-  fail at once: the request itself is wrong.
+  ``Retry-After``) for up to ``retry_s``; then the run stops
+  (``EncoderUnavailable``), as it does at once on 401, 403 and 404 (a key or
+  URL that is wrong). Other 4xx (a text too long, say) fail that request
+  only: the texts behind it are found and recorded like any the model fails on.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from embedlib.errors import ModelError
+from embedlib.errors import EncoderUnavailable, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ RETRY_S = 60.0
 FIRST_CONTACT_RETRY_S = 5.0  # a service that is not there at all should not make the user wait a minute
 _TIMEOUT_S = 60.0
 _RETRIED_STATUS = {408, 429, 500, 502, 503, 504}
+_SERVICE_STATUS = {401, 403, 404, 405}  # the key, the URL or the method is wrong: no text is to blame
 _BACKOFF_S = (0.5, 8.0)
 
 
@@ -112,9 +115,7 @@ class RemoteEncoder:
         """
         try:
             probe = self._request(["dimension probe"], retry_s=retry_s, warn=False)
-        except ModelError as exc:
-            if "HTTP 4" not in str(exc):
-                raise
+        except _Refused:  # perhaps only the format: try floats, which every such service speaks
             self.encoding_format = "float"
             probe = self._request(["dimension probe"], retry_s=retry_s, warn=False)
         return int(probe.shape[1])
@@ -145,7 +146,8 @@ class RemoteEncoder:
                     return _vectors(json.load(response), len(texts), self.name)
             except urllib.error.HTTPError as exc:
                 if exc.code not in _RETRIED_STATUS:
-                    raise ModelError(
+                    refused = EncoderUnavailable if exc.code in _SERVICE_STATUS else _Refused
+                    raise refused(
                         f"the embeddings service {self.name!r} refused the request: HTTP {exc.code} {_reason(exc)}"
                     ) from None
                 why, wait = f"HTTP {exc.code}", _retry_after(exc) or backoff
@@ -153,12 +155,18 @@ class RemoteEncoder:
                 reason = getattr(exc, "reason", exc)
                 why, wait = f"cannot reach it ({reason})", backoff
             if time.monotonic() + wait > deadline:
-                raise ModelError(f"the embeddings service {self.name!r} failed for {retry_s:g} s: {why}") from None
+                raise EncoderUnavailable(
+                    f"the embeddings service {self.name!r} failed for {retry_s:g} s: {why}"
+                ) from None
             if warn:  # first contact retries quietly: its failure says it all in one line
                 log.warning("embeddings service %r: %s; retrying in %.1f s", self.name, why, wait)
             self.retries += 1
             time.sleep(wait * random.uniform(0.8, 1.2))  # jitter: workers that failed together retry apart
             backoff = min(backoff * 2, _BACKOFF_S[1])
+
+
+class _Refused(ModelError):
+    """A request the service refused (400, 413, 422): perhaps for one of its texts."""
 
 
 def _rebuild(model: str, max_inputs: int, retry_s: float, timeout_s: float) -> RemoteEncoder:

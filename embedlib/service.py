@@ -8,8 +8,9 @@ the time measured is the waiting, not the computing. Requests are served
 concurrently, each on its own thread, like a service with room to spare;
 ``capacity`` limits how many are served at once (the rest queue).
 
-``fail_next(n, status)`` answers the next ``n`` requests with ``status``:
-the retry tests use it.
+``fail_next(n, status)`` answers the next ``n`` requests with ``status``,
+and a request holding a text in ``rejected`` gets 400: the retry and
+failure tests use them.
 
 Benchmarks run it in a process of its own (``in_subprocess``, or
 ``python -m embedlib.service --latency-ms 50``), as a real service would be:
@@ -48,8 +49,11 @@ class EmbeddingService:
         self.latency_s = latency_ms / 1000
         self.formats = formats  # encoding_format values served; others get 400, as from a stricter service
         self.authorizations: set[str | None] = set()  # Authorization headers seen
+        self.rejected: set[str] = set()  # texts answered with 400, as a service does a text too long
         self.encoder = encoder or HashEncoder(384)
         self.requests = 0  # answered with vectors
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests served at once
         self.seen_models: set[str | None] = set()
         self._failures: list[int] = []
         self._lock = threading.Lock()
@@ -94,12 +98,19 @@ class EmbeddingService:
             texts = [texts]
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             return 400, {"error": {"message": "input must be a string or a list of strings"}}
+        if self.rejected.intersection(texts):
+            return 400, {"error": {"message": "an input is longer than this model's context"}}
         if self._slots:
             self._slots.acquire()
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             time.sleep(self.latency_s)
             vectors = self.encoder.encode(texts)
         finally:
+            with self._lock:
+                self.in_flight -= 1
             if self._slots:
                 self._slots.release()
         with self._lock:

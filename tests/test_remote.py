@@ -15,6 +15,7 @@ import pytest
 
 from embedlib import Ingestor, ModelError
 from embedlib import remote as remote_module
+from embedlib.errors import EncoderUnavailable
 from embedlib.remote import RemoteEncoder, remote_label
 from embedlib.service import EmbeddingService
 from embedlib.testing import HashEncoder
@@ -75,10 +76,12 @@ def test_retries_429_and_5xx_then_gives_up_with_one_line(service, monkeypatch):
         encoder.encode(["a"])
 
 
-def test_ingest_through_a_service_stores_its_vectors_on_concurrent_workers(dsn, tables, service):
+def test_ingest_through_a_service_stores_its_vectors_from_concurrent_requests(dsn, tables, service):
     table = tables.source(TEXTS)
+    service.latency_s = 0.02  # long enough for requests to overlap
     report = Ingestor(dsn, table=table, model=f"{service.url}#hash-service", batch_size=20, workers=4).run()
-    assert (report.rows, report.encoded, report.executor, report.workers) == (300, 300, "threaded", 4)
+    assert (report.rows, report.encoded, report.executor, report.workers) == (300, 300, "pipelined", 4)
+    assert service.max_in_flight == 4  # one encoder thread per worker, each with a request out
     stored = tables.embeddings(table)
     expected = HashEncoder(384).encode(TEXTS)
     for row_id, vector in stored.items():
@@ -103,9 +106,27 @@ def test_cli_ingest_through_a_service_prints_the_report(dsn, tables, service):
     result = run_cli("ingest", table, "10", "--model", service.url, "--workers", "3", "--json", dsn=dsn)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert (report["rows"], report["executor"], report["workers"], report["model"]) == (
-        50,
-        "threaded",
-        3,
-        service.url,
-    )
+    assert (report["rows"], report["executor"], report["workers"], report["model"]) == (50, "pipelined", 3, service.url)
+
+
+def test_a_text_the_service_refuses_is_recorded_and_a_service_down_stops_the_run(dsn, tables, service, conn):
+    table = tables.source(TEXTS[:60])
+    service.rejected = {TEXTS[7]}
+    report = Ingestor(dsn, table=table, model=service.url, batch_size=20, workers=2).run()
+    assert (report.rows, report.failed) == (59, 1)
+    with conn.cursor() as cur:
+        cur.execute(f'SELECT id, error FROM "{table}_embedding_errors"')
+        [(row_id, error)] = cur.fetchall()
+    assert row_id == 8 and "HTTP 400" in error
+
+    service.rejected = set()
+    down = tables.source(TEXTS[:60])
+    encoder = RemoteEncoder(service.url, retry_s=0.3)
+    service.fail_next(10_000, 503)
+    with pytest.raises(EncoderUnavailable, match=r"failed for 0\.3 s: HTTP 503"):
+        Ingestor(dsn, table=down, model=encoder, batch_size=20).run()
+    with conn.cursor() as cur:  # no text is blamed for a service that is down
+        cur.execute(f'SELECT count(*) FROM "{down}_embedding_errors"')
+        assert cur.fetchone()[0] == 0
+    service.heal()
+    assert Ingestor(dsn, table=down, model=encoder, batch_size=20).run().rows == 60

@@ -19,12 +19,11 @@ EXECUTORS: dict[str, type[Executor]] = {
 
 # The default: on a CPU the model is the bottleneck and torch already uses every
 # core in one encode, so one encoder with reading and writing overlapped around
-# it is the fastest correct way here (see the README's measurements). An
-# encoder whose calls can overlap (a remote service) wants many calls in flight
-# instead: the threaded executor, each worker encoding and writing on its own.
+# it is the fastest correct way here (see the README's measurements). With an
+# encoder whose calls can overlap (a remote service) it runs one encoder
+# thread per worker, so that many requests are in flight.
 AUTO = "auto"
 AUTO_EXECUTOR = PipelinedExecutor
-AUTO_EXECUTOR_FOR_CONCURRENT_ENCODERS = ThreadedExecutor
 
 
 def make_executor(
@@ -38,11 +37,13 @@ def make_executor(
     (see ``autoscale``); other executors do not scale.
     """
     if name == AUTO:
-        name = (AUTO_EXECUTOR_FOR_CONCURRENT_ENCODERS if concurrent_encoder or autoscale else AUTO_EXECUTOR).name
+        name = (ThreadedExecutor if autoscale else AUTO_EXECUTOR).name
     if autoscale:
         if name != ThreadedExecutor.name:
             raise ConfigError(f"autoscale works with the threaded executor, not {name!r}")
         return ThreadedExecutor(AUTOSCALE_MAX_WORKERS if workers is None else workers, autoscale=True)
+    if name == PipelinedExecutor.name:
+        return PipelinedExecutor(*([] if workers is None else [workers]), concurrent_encoding=concurrent_encoder)
     try:
         cls = EXECUTORS[name]
     except KeyError:

@@ -1,6 +1,6 @@
 """Overlap reading, encoding and writing: stages on threads, joined by bounded queues.
 
-    batches (read + plan) --> encoder thread --> writer threads (``workers``, default 1)
+    batches (read + plan) --> encoder thread(s) --> writer threads (``workers``, default 2)
 
 The batches iterator (which reads the source and plans batches) runs on a
 reader thread, the model on one encoder thread, and writes on ``workers``
@@ -11,9 +11,12 @@ design's "batch prefetching"). Each queue holds at most ``depth`` batches
 per writer (4 by default): memory stays bounded whatever the table's size,
 and the writers have work while the reader waits on its next window.
 
-One encoder is the point: torch already spreads one encode over every
-core. More writers help only where writing is the slow part (a fast
-encoder, a remote database).
+One encoder is the point for a local model: torch already spreads one
+encode over every core. More writers help only where writing is the slow
+part (a fast encoder, a remote database). An encoder whose calls can overlap
+(``concurrent_encoding``: a remote service, which does the work while the
+thread waits) gets ``workers`` encoder threads instead, so that many
+requests are in flight while earlier batches are written.
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ _SWITCH_INTERVAL_S = 0.0005
 class PipelinedExecutor(Executor):
     name = "pipelined"
 
-    def __init__(self, workers: int = 2, *, depth: int = 4) -> None:
+    def __init__(self, workers: int = 2, *, depth: int = 4, concurrent_encoding: bool = False) -> None:
         super().__init__(workers)
         self.depth = depth
+        # An encoder whose calls can overlap (a remote service): as many encoder threads as writers.
+        self.encoders = workers if concurrent_encoding else 1
 
     def map_unordered(self, make_worker: WorkerFactory, batches: Iterable[Batch]) -> Iterator[BatchResult]:
         stop = threading.Event()
@@ -65,14 +70,21 @@ class PipelinedExecutor(Executor):
                     return
             _put(planned, _END, stop)
 
+        encoders_left = [self.encoders]
+
         def encode() -> None:
             encoder: Worker | None = None  # its encode half only: it never connects
             while (batch := _get(planned, stop)) is not _END:
                 encoder = encoder or new_worker()
                 if not _put(encoded, encoder.encode(batch), stop):
                     return
-            for _ in range(self.workers):
-                _put(encoded, _END, stop)
+            _put(planned, _END, stop)  # passed on, for the other encoder threads
+            with workers_lock:
+                encoders_left[0] -= 1
+                last = encoders_left[0] == 0
+            if last:
+                for _ in range(self.workers):
+                    _put(encoded, _END, stop)
 
         def write() -> None:
             writer: Worker | None = None
@@ -83,7 +95,8 @@ class PipelinedExecutor(Executor):
 
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(_SWITCH_INTERVAL_S)
-        stages = [_stage(read, "embedlib-reader", stop, errors), _stage(encode, "embedlib-encoder", stop, errors)]
+        stages = [_stage(read, "embedlib-reader", stop, errors)]
+        stages += [_stage(encode, f"embedlib-encoder-{n}", stop, errors) for n in range(self.encoders)]
         stages += [_stage(write, f"embedlib-writer-{n}", stop, errors) for n in range(self.workers)]
         try:
             finished_writers = 0
