@@ -1,14 +1,15 @@
 # make demo   set up, then embed the bundled sample on the embedded database
 # make test   set up, then lint, type-check and run the whole test suite
-# make bench    set up, then run the pytest-benchmark groups (prints figures, ~15 min)
+# make bench    set up, then run the pytest-benchmark groups (prints figures, ~20 min with the scaling sweep)
 # make compare  set up, then print every comparison as a table with ratios (~20 min)
+# make scaling  set up, then run the speedup sweep (~6 min) and redraw the notebook's figures
 
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.embedlib-installed
 
-.PHONY: setup demo test lint pytest bench compare clean
+.PHONY: setup demo test lint pytest bench compare scaling figures clean
 
 setup: $(STAMP)
 
@@ -38,6 +39,13 @@ bench: setup
 
 compare: setup
 	$(BIN)/python -m benchmarks.compare
+
+scaling: setup
+	$(BIN)/pytest benchmarks/test_scaling.py --benchmark-only -q
+	$(MAKE) figures
+
+figures: setup
+	cd notebooks && ../$(BIN)/jupyter nbconvert --to notebook --execute speedup.ipynb --output /tmp/embedlib-speedup.ipynb
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks
