@@ -24,8 +24,8 @@ import pytest
 from benchmarks import workloads
 from benchmarks.measure import Database
 from embedlib import bench
+from embedlib.encoder import encodes_concurrently
 from embedlib.executors import Executor, make_executor
-from embedlib.remote import is_remote
 
 RESULTS = Path(os.environ.get("EMBEDLIB_SCALING_JSON", Path(__file__).parent / "results" / "scaling.json"))
 WORKERS = [1, 2, 4, 8]
@@ -64,7 +64,7 @@ class RegimeRig:
         """The executor for a point; a process pool is kept while the worker count stays the same."""
         if self._executor is None or self._executor[0] != (name, workers):
             self.close_executor()
-            executor = make_executor(name, workers, concurrent_encoder=is_remote(self.model))
+            executor = make_executor(name, workers, concurrent_encoder=encodes_concurrently(self.model))
             self._executor = ((name, workers), executor)
             if name == "process":  # start and warm the processes outside the timing
                 self.run(executor, workers, BATCH_SIZES[0], limit=BATCH_SIZES[0] * workers)
@@ -73,7 +73,7 @@ class RegimeRig:
     def run(self, executor: Executor, workers: int, batch_size: int, limit: int | None = None) -> bench.Point:
         return bench.measure(
             self.dsn,
-            self.table,
+            bench.Source(self.table),
             regime=self.regime,
             model=self.model,  # type: ignore[arg-type]
             executor=executor,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -38,7 +39,7 @@ import embedlib
 from embedlib.config import DEFAULT_MODEL
 from embedlib.db import connect, fetch_all, resolve_dsn
 from embedlib.demo import sample_lines
-from embedlib.encoder import Encoder
+from embedlib.encoder import Encoder, encodes_concurrently
 from embedlib.executors import AUTO, Executor, ProcessExecutor, make_executor
 from embedlib.ingestor import Ingestor
 from embedlib.loader import load_lines
@@ -118,9 +119,18 @@ def regime_setup(dsn: str, regime: Regime, model: str | Encoder | None) -> Itera
         yield dsn, model
 
 
+@dataclass(frozen=True)
+class Source:
+    """The table a benchmark embeds."""
+
+    table: str
+    text_column: str = "text"
+    id_column: str = "id"
+
+
 def measure(
     dsn: str,
-    table: str,
+    source: Source,
     *,
     regime: Regime,
     model: str | Encoder,
@@ -128,18 +138,16 @@ def measure(
     workers: int,
     batch_size: int,
     limit: int | None = None,
-    text_column: str = "text",
-    id_column: str = "id",
 ) -> Point:
-    """One run over ``table`` into a scratch target, dropped afterwards (``dsn`` and ``model``
+    """One run over ``source`` into a scratch target, dropped afterwards (``dsn`` and ``model``
     as ``regime_setup`` gives them)."""
     target = f"embedlib_bench_{uuid.uuid4().hex[:8]}"
     try:
         report = Ingestor(
             dsn,
-            table=table,
-            text_column=text_column,
-            id_column=id_column,
+            table=source.table,
+            text_column=source.text_column,
+            id_column=source.id_column,
             target=target,
             model=model,
             executor=executor,
@@ -147,33 +155,29 @@ def measure(
             batch_size=batch_size,
         ).run(limit=limit)
     finally:
-        drop_scratch(dsn, table, target, text_column, id_column)
+        drop_scratch(dsn, source, target)
     return point_of(report, regime)
+
+
+# Point fields copied from the run's IngestReport as they are.
+_FROM_REPORT = ("executor", "workers", "batch_size", "rows", "rows_per_s", "seconds", "setup_s", "read_s",
+                "encode_s", "write_s")  # fmt: skip
 
 
 def point_of(report: IngestReport, regime: Regime) -> Point:
     return Point(
         regime=regime.name,
-        executor=report.executor,
-        workers=report.workers,
-        batch_size=report.batch_size,
-        rows=report.rows,
-        rows_per_s=report.rows_per_s,
-        seconds=report.seconds,
-        setup_s=report.setup_s,
-        read_s=report.read_s,
-        encode_s=report.encode_s,
-        write_s=report.write_s,
         db_latency_ms=regime.db_latency_ms,
         encoder_latency_ms=regime.encoder_latency_ms,
+        **{name: getattr(report, name) for name in _FROM_REPORT},
     )
 
 
-def drop_scratch(dsn: str, table: str, target: str, text_column: str, id_column: str) -> None:
+def drop_scratch(dsn: str, source: Source, target: str) -> None:
     """Drop a scratch target and the tables beside it (named after it: see schema.side_table_stem)."""
     conn = connect(dsn, autocommit=True)
     try:
-        schema = inspect_source(conn, table, id_column, text_column).schema
+        schema = inspect_source(conn, source.table, source.id_column, source.text_column).schema
         with conn.cursor() as cur:
             for name in (target, f"{target}_errors", f"{target}_leases", f"{target}_claims"):
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, name)))
@@ -183,7 +187,7 @@ def drop_scratch(dsn: str, table: str, target: str, text_column: str, id_column:
 
 def sweep(
     dsn: str | None,
-    table: str,
+    source: Source,
     *,
     regime: Regime,
     batch_sizes: Sequence[int],
@@ -191,8 +195,6 @@ def sweep(
     executors: Sequence[str] = (AUTO,),
     model: str | Encoder | None = None,
     limit: int | None = None,
-    text_column: str = "text",
-    id_column: str = "id",
     on_point: Callable[[Point], None] = lambda point: None,
 ) -> list[Point]:
     """Every executor x worker count x batch size, in that nesting, in one regime.
@@ -205,38 +207,20 @@ def sweep(
     with regime_setup(resolve_dsn(dsn), regime, model) as (run_dsn, run_model):
         for executor_name in executors:
             for count in workers:
-                with _executor_for(executor_name, count, run_model) as executor:
+                executor = make_executor(executor_name, count, concurrent_encoder=encodes_concurrently(run_model))
+                run = functools.partial(
+                    measure, run_dsn, source, regime=regime, model=run_model, executor=executor, workers=count
+                )
+                try:
                     if isinstance(executor, ProcessExecutor):
-                        measure(run_dsn, table, regime=regime, model=run_model, executor=executor,
-                                workers=count, batch_size=batch_sizes[0], limit=batch_sizes[0] * count,
-                                text_column=text_column, id_column=id_column)  # fmt: skip
+                        run(batch_size=batch_sizes[0], limit=batch_sizes[0] * count)
                     for batch_size in batch_sizes:
-                        point = measure(
-                            run_dsn,
-                            table,
-                            regime=regime,
-                            model=run_model,
-                            executor=executor,
-                            workers=count,
-                            batch_size=batch_size,
-                            limit=limit,
-                            text_column=text_column,
-                            id_column=id_column,
-                        )
+                        point = run(batch_size=batch_size, limit=limit)
                         points.append(point)
                         on_point(point)
+                finally:
+                    executor.shutdown()
     return points
-
-
-@contextlib.contextmanager
-def _executor_for(name: str, workers: int, model: str | Encoder) -> Iterator[Executor]:
-    from embedlib.remote import is_remote
-
-    executor = make_executor(name, workers, concurrent_encoder=is_remote(model))
-    try:
-        yield executor
-    finally:
-        executor.shutdown()
 
 
 def speedups(points: Sequence[Point]) -> dict[Point, float]:

@@ -268,15 +268,13 @@ def _bench(args: argparse.Namespace) -> int:
 
     points = bench.sweep(
         dsn,
-        args.table,
+        bench.Source(args.table, args.text_column, args.id_column),
         regime=regime,
         batch_sizes=[args.batch_size],
         workers=bench.worker_counts(args.max_workers),
         executors=[args.executor],
         model=args.model,
         limit=args.limit,
-        text_column=args.text_column,
-        id_column=args.id_column,
         on_point=show,
     )
     machine = bench.machine_info(dsn) if args.json or args.save else {}

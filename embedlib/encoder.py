@@ -108,6 +108,11 @@ class SentenceTransformerEncoder:
         return [len(ids) for ids in encoded["input_ids"]]
 
 
+def encodes_concurrently(model: Any) -> bool:
+    """Whether calls to this model may overlap with gain: a service URL, or an encoder that says so."""
+    return is_remote(model) or bool(getattr(model, "concurrent", False))
+
+
 def model_label(model: Any) -> str:
     """The name stored with each vector: the default model's short name, else what was given."""
     if is_remote(model):

@@ -26,12 +26,11 @@ from embedlib.db import (
     resolve_dsn,
     transaction,
 )
-from embedlib.encoder import Encoder, model_label, resolve_encoder
+from embedlib.encoder import Encoder, encodes_concurrently, model_label, resolve_encoder
 from embedlib.errors import ConfigError, EmbedlibError, SchemaError
 from embedlib.executors import Executor, WorkerFactory, make_executor
 from embedlib.metrics import IngestReport
 from embedlib.planner import Planner, PlanOptions
-from embedlib.remote import is_remote
 from embedlib.schema import (
     SourceTable,
     TargetTable,
@@ -103,7 +102,7 @@ class Ingestor:
             self.executor = make_executor(
                 executor,
                 env_workers() if workers is None else workers,
-                concurrent_encoder=is_remote(model) or bool(getattr(model, "concurrent", False)),
+                concurrent_encoder=encodes_concurrently(model),
                 autoscale=autoscale,
             )
         self.settings = Settings(
