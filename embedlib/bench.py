@@ -301,10 +301,14 @@ def load(path: str | Path) -> list[Point]:
 
 
 def ensure_sample_table(dsn: str | None, table: str) -> int:
-    """Create ``table`` from the bundled sample sentences if it does not exist; rows loaded (0 if it did)."""
+    """Create ``table`` from the bundled sample sentences if it does not exist; rows loaded (0 if it did).
+
+    Only a plain name is created (in the default schema): a missing
+    ``schema.table`` is left for the run to report, as a typo would be.
+    """
     conn = connect(resolve_dsn(dsn))
     try:
-        if find_relation(conn, table) is not None:
+        if "." in table or find_relation(conn, table) is not None:
             return 0
         return load_lines(conn, table, sample_lines())
     finally:

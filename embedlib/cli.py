@@ -255,16 +255,17 @@ def _bench(args: argparse.Namespace) -> int:
     if loaded and not args.json:
         print(f"table {args.table!r} did not exist: loaded {loaded} bundled sample sentences into it")
     regime = bench.Regime(db_latency_ms=args.db_latency_ms, encoder_latency_ms=args.encoder_latency_ms)
-    if not args.json:
-        print(f"embedlib bench {args.table}: batch size {args.batch_size}, executor {args.executor}, "
-              f"regime {regime.name}")  # fmt: skip
-        print(bench.speedup_lines([])[0])
     shown: list[bench.Point] = []
 
     def show(point: bench.Point) -> None:
         shown.append(point)
-        if not args.json:
-            print(bench.speedup_lines(shown)[-1], flush=True)
+        if args.json:
+            return
+        if len(shown) == 1:  # after the first run: a bad table or model fails in one line, before any output
+            print(f"embedlib bench {args.table}: batch size {args.batch_size}, executor {point.executor}, "
+                  f"regime {regime.name}")  # fmt: skip
+            print(bench.speedup_lines([])[0])
+        print(bench.speedup_lines(shown)[-1], flush=True)
 
     points = bench.sweep(
         dsn,
