@@ -38,17 +38,19 @@ def make_executor(
     """
     if name == AUTO:
         name = (ThreadedExecutor if autoscale else AUTO_EXECUTOR).name
-    if autoscale:
-        if name != ThreadedExecutor.name:
-            raise ConfigError(f"autoscale works with the threaded executor, not {name!r}")
-        return ThreadedExecutor(AUTOSCALE_MAX_WORKERS if workers is None else workers, autoscale=True)
-    if name == PipelinedExecutor.name:
-        return PipelinedExecutor(*([] if workers is None else [workers]), concurrent_encoding=concurrent_encoder)
     try:
         cls = EXECUTORS[name]
     except KeyError:
         raise ConfigError(f"unknown executor {name!r} (choose from: {', '.join([AUTO, *EXECUTORS])})") from None
-    return cls() if workers is None else cls(workers)
+    options: dict[str, bool] = {}
+    if autoscale:
+        if cls is not ThreadedExecutor:
+            raise ConfigError(f"autoscale works with the threaded executor, not {name!r}")
+        workers = AUTOSCALE_MAX_WORKERS if workers is None else workers
+        options["autoscale"] = True
+    elif cls is PipelinedExecutor:
+        options["concurrent_encoding"] = concurrent_encoder
+    return cls(**options) if workers is None else cls(workers, **options)
 
 
 __all__ = [

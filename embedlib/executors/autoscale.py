@@ -47,7 +47,7 @@ class Autoscaler:
         self._clock = clock
         self.steps = [self.limit]
         self._climbing = True
-        self._best: tuple[int, float] = (self.limit, 0.0)  # (level, its rows/s)
+        self._best: tuple[int, float] = (self.limit, 0.0)  # while climbing: the best (level, rows/s) yet
         self._probe_from: tuple[int, float] | None = None  # where a probe started, to go back to
         self._probe_up = True
         self._held_periods = 0
@@ -85,14 +85,10 @@ class Autoscaler:
             start_level, start_rate = self._probe_from
             self._probe_from = None
             # Up must pay its gain; down need only not cost (fewer connections, same rows/s).
-            kept = rate >= start_rate * (self.gain if level > start_level else _NOT_WORSE)
-            if kept:
-                self._best = (level, rate)
-            else:
+            if rate < start_rate * (self.gain if level > start_level else _NOT_WORSE):
                 self._probe_up = not self._probe_up  # try the other way next time
                 self._move_to(start_level)
         else:
-            self._best = (level, rate)  # the held level's latest rate
             self._held_periods += 1
             if self._held_periods % self.probe_every == 0:
                 target = level + 1 if self._probe_up else level - 1

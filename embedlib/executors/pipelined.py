@@ -47,7 +47,7 @@ class PipelinedExecutor(Executor):
         super().__init__(workers)
         self.depth = depth
         # An encoder whose calls can overlap (a remote service): as many encoder threads as writers.
-        self.encoders = workers if concurrent_encoding else 1
+        self.encoders = self.workers if concurrent_encoding else 1
 
     def map_unordered(self, make_worker: WorkerFactory, batches: Iterable[Batch]) -> Iterator[BatchResult]:
         stop = threading.Event()
