@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--executor",
         choices=[AUTO, *EXECUTORS],
         default=AUTO,
-        help="how batches run (default: auto = pipelined: one encoder, reads and writes overlapped; "
-        "threaded for a service URL or with --autoscale)",
+        help="how batches run (default: auto = pipelined: one encoder, or one per worker for a service URL, "
+        "with reads and writes overlapped; threaded with --autoscale)",
     )
     running.add_argument(
         "--model",
@@ -280,7 +280,10 @@ def _bench(args: argparse.Namespace) -> int:
     )
     machine = bench.machine_info(dsn) if args.json or args.save else {}
     if args.save:
-        bench.save(args.save, points, machine)
+        try:
+            bench.save(args.save, points, machine)
+        except (OSError, ValueError, TypeError, KeyError) as exc:  # unwritable, or not a file of ours to merge into
+            raise ConfigError(f"cannot save to {args.save!r}: {one_line(exc)}") from None
     if args.json:
         ratios = bench.speedups(points)
         rows = [{**dataclasses.asdict(p), "speedup": round(ratios.get(p, 0.0), 3)} for p in points]
