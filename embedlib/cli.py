@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import psycopg2
 
@@ -22,6 +22,10 @@ from embedlib.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ATTEMPTS, DEFAULT_
 from embedlib.db import DEFAULT_RECONNECT_S, one_line, redact
 from embedlib.errors import ConfigError, EmbedlibError
 from embedlib.executors import AUTO, EXECUTORS
+from embedlib.index import METHODS, METRICS
+
+if TYPE_CHECKING:
+    from embedlib.ingestor import Ingestor
 
 DEFAULT_BATCH_SIZE = 100
 
@@ -138,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="choose the number of workers while running, from the rows/s measured, up to --workers "
         "(default ceiling 16; threaded executor)",
     )
+    ingest.add_argument(
+        "--index",
+        choices=METHODS,
+        help="build this pgvector index on the vectors after the load (never before: it would slow the load)",
+    )
+    ingest.add_argument("--metric", choices=METRICS, default="cosine", help="the index's metric (default: %(default)s)")
     ingest.add_argument("--limit", type=_positive_int, help="process at most this many pending rows")
     ingest.add_argument("--metrics-only", action="store_true", help="recompute metrics of embedded rows, no encoding")
     ingest.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
@@ -180,6 +190,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the figures as one JSON object on stdout")
     bench.set_defaults(handler=_bench)
 
+    table_options = _Parser(add_help=False)
+    table_options.add_argument("table", help="source table (optionally schema.table)")
+    table_options.add_argument("--target", help="table of vectors (default: TABLE_embeddings)")
+    table_options.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
+    table_options.add_argument("--id-column", default="id", help="unique id column (default: %(default)s)")
+
+    index = commands.add_parser(
+        "index", parents=[database, table_options], help="build a pgvector index on a table's stored vectors"
+    )
+    index.add_argument("--method", choices=METHODS, default="hnsw", help="(default: %(default)s)")
+    index.add_argument("--metric", choices=METRICS, default="cosine", help="(default: %(default)s)")
+    index.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    index.set_defaults(handler=_index)
+
+    search = commands.add_parser(
+        "search", parents=[database, table_options], help="the rows nearest to a query, by their stored vectors"
+    )
+    search.add_argument("query", help="text to search for")
+    search.add_argument("-k", type=_positive_int, default=10, help="how many rows (default: %(default)s)")
+    search.add_argument("--model", default=DEFAULT_MODEL, help="the model that made the vectors (default: %(default)s)")
+    search.add_argument("--metric", choices=METRICS, default="cosine", help="(default: %(default)s)")
+    search.add_argument("--json", action="store_true", help="print the matches as JSON lines")
+    search.set_defaults(handler=_search)
+
     load = commands.add_parser("load", parents=[database], help="load a text file, one text per line, into a table")
     load.add_argument("table", help="table to create or append to, with columns (id, text)")
     load.add_argument("file", help="UTF-8 text file, or - for standard input")
@@ -213,6 +247,8 @@ def _ingest(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         reconnect_s=args.reconnect_timeout,
         autoscale=args.autoscale,
+        index=args.index,
+        metric=args.metric,
         progress=not args.quiet and not args.json,
     )
     with _stop_on_signal(ingestor.stop) as received:
@@ -289,6 +325,41 @@ def _bench(args: argparse.Namespace) -> int:
         rows = [{**dataclasses.asdict(p), "speedup": round(ratios.get(p, 0.0), 3)} for p in points]
         print(json.dumps({"machine": machine, "points": rows}))
     return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    built = _ingestor_of(args, progress=not args.quiet).build_index(args.method, args.metric)
+    what = f"{built.method} index {built.name} ({built.metric})"
+    if built.created:
+        print(f"built {what}: {built.rows} rows in {built.seconds:.1f} s")
+    else:
+        print(f"{what} exists already")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    import json
+
+    for match in _ingestor_of(args, model=args.model).search(args.query, args.k, metric=args.metric):
+        if args.json:
+            print(json.dumps({"id": match.id, "text": match.text, "distance": match.distance}, default=str))
+        else:
+            print(f"{match.distance:.4f}  {match.id}  {' '.join(match.text.split())}")
+    return 0
+
+
+def _ingestor_of(args: argparse.Namespace, **options: Any) -> Ingestor:
+    """An Ingestor for the table options shared by index and search."""
+    from embedlib.ingestor import Ingestor
+
+    return Ingestor(
+        _dsn_of(args),
+        table=args.table,
+        text_column=args.text_column,
+        id_column=args.id_column,
+        target=args.target,
+        **options,
+    )
 
 
 def _load(args: argparse.Namespace) -> int:

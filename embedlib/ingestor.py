@@ -21,6 +21,7 @@ from embedlib.db import (
     Connection,
     Session,
     check_connection_room,
+    connect,
     ensure_vector_extension,
     fetch_all,
     resolve_dsn,
@@ -29,6 +30,7 @@ from embedlib.db import (
 from embedlib.encoder import Encoder, encodes_concurrently, model_label, resolve_encoder
 from embedlib.errors import ConfigError, EmbedlibError, SchemaError
 from embedlib.executors import Executor, WorkerFactory, make_executor
+from embedlib.index import IndexReport, build_index, check_choice
 from embedlib.metrics import IngestReport
 from embedlib.planner import Planner, PlanOptions
 from embedlib.schema import (
@@ -39,6 +41,7 @@ from embedlib.schema import (
     existing_target,
     inspect_source,
 )
+from embedlib.search import Match, nearest
 from embedlib.sink import clear_resolved_errors, refresh_frequency
 from embedlib.source import PendingReader, Retries, Span, count_given_up, count_pending, duplicate_counts
 from embedlib.worker import BatchWorker, WorkerSpec
@@ -89,6 +92,8 @@ class Ingestor:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         reconnect_s: float = DEFAULT_RECONNECT_S,
         autoscale: bool = False,
+        index: str | None = None,
+        metric: str = "cosine",
         progress: bool = False,
     ) -> None:
         # An executor made here is this Ingestor's, shut down after each run; one
@@ -121,6 +126,9 @@ class Ingestor:
             max_attempts=max_attempts,
             reconnect_s=reconnect_s,
         )
+        if index is not None:
+            check_choice(index, metric)
+        self.index, self.metric = index, metric
         self.progress = progress
         self._stop = threading.Event()
 
@@ -189,6 +197,8 @@ class Ingestor:
             report.write_s += time.perf_counter() - refresh_started
             report.reconnects += session.reconnects
             report.stopped = self._stop.is_set()
+            if self.index and not report.stopped:
+                report.index = self._build_index(dsn, target, self.index, self.metric).name
         finally:
             self._stop.clear()  # the next run starts afresh
             if leases is not None:
@@ -199,6 +209,50 @@ class Ingestor:
                 self.executor.shutdown()
         report.seconds = time.perf_counter() - started
         return report
+
+    def search(self, query: str, k: int = 10, *, metric: str | None = None) -> list[Match]:
+        """The ``k`` rows nearest to ``query``, closest first: (id, text, distance).
+
+        The query is embedded by this Ingestor's model, and only its vectors are
+        searched (a target holding another model's vectors is refused).
+        ``metric`` defaults to the one given for the index.
+        """
+        s = self.settings
+        conn = connect(resolve_dsn(s.dsn), autocommit=True)
+        try:
+            source = inspect_source(conn, s.table, s.id_column, s.text_column)
+            target = existing_target(conn, source, s.target)
+            if target is None:
+                raise SchemaError(f"table {s.target_table!r} does not exist yet: run embedlib ingest first")
+            return nearest(conn, source, target, resolve_encoder(s.model), query, k, metric or self.metric)
+        finally:
+            conn.close()
+
+    def build_index(self, method: str | None = None, metric: str | None = None) -> IndexReport:
+        """Build a pgvector index on the stored vectors now (``index`` and ``metric`` by default,
+        else HNSW and cosine), with a progress bar if asked for; an existing one is reported as is."""
+        s = self.settings
+        dsn = resolve_dsn(s.dsn)
+        conn = connect(dsn, autocommit=True)
+        try:
+            source = inspect_source(conn, s.table, s.id_column, s.text_column)
+            target = existing_target(conn, source, s.target)
+        finally:
+            conn.close()
+        if target is None:
+            raise SchemaError(f"table {s.target_table!r} does not exist yet: run embedlib ingest first")
+        return self._build_index(dsn, target, method or self.index or "hnsw", metric or self.metric)
+
+    def _build_index(self, dsn: str, target: TargetTable, method: str, metric: str) -> IndexReport:
+        from tqdm import tqdm
+
+        with tqdm(total=0, unit="row", desc=f"{method} index", disable=not self.progress, leave=False) as bar:
+
+            def show(phase: str, done: int, total: int) -> None:
+                bar.total, bar.n = total, done
+                bar.set_postfix_str(phase, refresh=True)
+
+            return build_index(dsn, target, method=method, metric=metric, on_progress=show)
 
     def _prepare(self, conn: Connection, retries: Retries) -> tuple[SourceTable, TargetTable, str, int]:
         """Check everything before writing anything: source, model, then extension and target.

@@ -77,6 +77,7 @@ class IngestReport:
     encode_s: float = 0.0
     write_s: float = 0.0
     autoscale_steps: list[int] = field(default_factory=list)  # worker counts tried, in order, when autoscaling
+    index: str | None = None  # the vector index built (or found) after the load, when one was asked for
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -115,6 +116,8 @@ class IngestReport:
         if self.autoscale_steps:
             tried = ", ".join(map(str, self.autoscale_steps))
             lines.append(f"  autoscale: worker counts tried in turn {tried}; kept {self.workers}")
+        if self.index:
+            lines.append(f"  index: {self.index}")
         if self.given_up:
             lines.append(
                 f"  left out {self.given_up} rows whose text failed in earlier runs as often as allowed "

@@ -1,4 +1,14 @@
-"""Nearest neighbours of a query among stored vectors (cosine distance)."""
+"""Nearest neighbours of a query among stored vectors: ``Ingestor.search`` and ``embedlib search``.
+
+The query is embedded by the same model as the stored vectors, and only
+that model's rows are searched: a target whose vectors came from another
+model is refused with a message naming it (distances between two models'
+vectors mean nothing). The metric picks the operator; with an index of the
+same metric (see ``index``) PostgreSQL walks the index instead of scanning.
+An HNSW scan returns at most ``hnsw.ef_search`` rows (40 by default), so it
+is raised to ``k`` for larger ``k``, and iterative scans are on, so rows of
+other models filtered out after the scan do not leave fewer than ``k``.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +16,14 @@ from typing import Any, NamedTuple
 
 from psycopg2 import sql
 
-from embedlib.db import Connection, fetch_all
+from embedlib.db import Connection, fetch_all, transaction
 from embedlib.encoder import Encoder
+from embedlib.errors import ConfigError, ModelError
+from embedlib.index import METRICS
 from embedlib.schema import SourceTable, TargetTable
+from embedlib.source import has_vectors
+
+OPERATORS = {"cosine": "<=>", "l2": "<->", "ip": "<#>"}  # ip: the negative inner product
 
 
 class Match(NamedTuple):
@@ -18,22 +33,54 @@ class Match(NamedTuple):
 
 
 def nearest(
-    conn: Connection, source: SourceTable, target: TargetTable, encoder: Encoder, query: str, k: int = 5
+    conn: Connection,
+    source: SourceTable,
+    target: TargetTable,
+    encoder: Encoder,
+    query: str,
+    k: int = 10,
+    metric: str = "cosine",
 ) -> list[Match]:
-    """The ``k`` rows whose vectors are closest to ``query``'s, embedded by ``encoder``."""
+    """The ``k`` rows whose vectors are closest to ``query``'s, embedded by ``encoder``, closest first."""
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric {metric!r} (choose from: {', '.join(METRICS)})")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"k must be a whole number >= 1, got {k!r}")
+    check_model(conn, target, encoder.name)
     vector = encoder.encode([query])[0]
     literal = "[" + ",".join(repr(float(x)) for x in vector) + "]"
     statement = sql.SQL(
         """
-        SELECT s.{id}, s.{text}, t.embedding <=> CAST(%(query)s AS vector) AS distance
+        SELECT s.{id}, s.{text}, t.embedding {operator} CAST(%(query)s AS vector) AS distance
         FROM {target} t JOIN {source} s ON s.{id} = t.id
         WHERE t.model = %(model)s
-        ORDER BY distance LIMIT %(k)s
+        ORDER BY t.embedding {operator} CAST(%(query)s AS vector) LIMIT %(k)s
         """
     ).format(
         id=sql.Identifier(source.id_column),
         text=sql.Identifier(source.text_column),
+        operator=sql.SQL(OPERATORS[metric]),
         target=target.ident,
         source=source.ident,
     )
-    return [Match(*row) for row in fetch_all(conn, statement, {"query": literal, "model": encoder.name, "k": k})]
+    with transaction(conn), conn.cursor() as cur:
+        # SET LOCAL: for this query only, and harmless where no HNSW index is used.
+        cur.execute("SET LOCAL hnsw.ef_search = %s", (max(40, k),))
+        cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        cur.execute(statement, {"query": literal, "model": encoder.name, "k": k})
+        rows = cur.fetchall()
+    # relaxed_order may return neighbours slightly out of order: put them in order
+    return sorted((Match(*row) for row in rows), key=lambda match: match.distance)
+
+
+def check_model(conn: Connection, target: TargetTable, model: str) -> None:
+    """Refuse a search whose model made none of the target's vectors."""
+    if has_vectors(conn, target, model):
+        return
+    models = [name for (name,) in fetch_all(conn, sql.SQL("SELECT DISTINCT model FROM {}").format(target.ident))]
+    if not models:
+        raise ModelError(f"{target.label!r} holds no vectors yet: run embedlib ingest first")
+    stored = ", ".join(repr(name) for name in sorted(models))
+    raise ModelError(
+        f"{target.label!r} holds vectors of {stored}, not of {model!r}: search with the model that made them (--model)"
+    )

@@ -1,0 +1,140 @@
+"""Vector indexes and search: the right neighbours with the real model, exact and HNSW agreeing."""
+
+from __future__ import annotations
+
+import pytest
+
+from embedlib import ConfigError, Ingestor, ModelError, SchemaError
+from embedlib.testing import HashEncoder
+from tests.test_cli import assert_clean_failure, run_cli
+
+# A small labelled set: sentences by topic, and queries whose right answers are their topic's rows.
+TOPICS = {
+    "compression": [
+        "Compress and decompress files with gzip.",
+        "A fast archiver that packs directories into zip files.",
+        "Library for LZ4 lossless data compression.",
+    ],
+    "web browsing": [
+        "A graphical web browser with tabs and bookmarks.",
+        "Text-mode browser for viewing HTML pages in a terminal.",
+        "Browser extension that blocks advertisements on websites.",
+    ],
+    "databases": [
+        "Relational database server with SQL support.",
+        "Client library for connecting to PostgreSQL databases.",
+        "Embedded key-value store for fast lookups on disk.",
+    ],
+    "music": [
+        "Audio player for MP3 and FLAC music collections.",
+        "Software synthesizer that plays MIDI files.",
+        "Tool for tagging and organising songs in a music library.",
+    ],
+    "email": [
+        "Mail client for reading and sending email over IMAP.",
+        "SMTP server that delivers mail between hosts.",
+        "Spam filter that scores incoming email messages.",
+    ],
+}
+QUERIES = {
+    "compression": ["shrink a file so it takes less space", "unpack a .tar.gz archive"],
+    "web browsing": ["open a website", "surf the internet"],
+    "databases": ["store records and run SQL queries", "a database for my application"],
+    "music": ["listen to songs", "play an audio file"],
+    "email": ["send a message to a colleague's inbox", "read my mail"],
+}
+
+
+@pytest.mark.model
+def test_search_finds_the_right_topic_for_each_query(dsn, tables):
+    texts = [text for sentences in TOPICS.values() for text in sentences]
+    topic_of = {text: topic for topic, sentences in TOPICS.items() for text in sentences}
+    table = tables.source(texts)
+    ingestor = Ingestor(dsn, table=table)
+    ingestor.run()
+    hits = 0
+    for topic, queries in QUERIES.items():
+        for query in queries:
+            matches = ingestor.search(query, k=3)
+            assert [m.distance for m in matches] == sorted(m.distance for m in matches)
+            hits += topic_of[matches[0].text] == topic
+    assert hits >= 9, f"top-1 in the right topic for {hits} of 10 queries"
+
+
+@pytest.mark.model
+def test_hnsw_agrees_with_exact_search_and_reports_recall(dsn, tables, sample_texts, conn):
+    table = tables.source(sample_texts)
+    ingestor = Ingestor(dsn, table=table)
+    ingestor.run()
+    queries = [text.split(" - ")[0].rsplit(" ", 1)[0] or text for text in sample_texts[5:2000:40]]  # 50 queries
+    exact = [ingestor.search(query, k=10) for query in queries]
+    built = ingestor.build_index("hnsw", "cosine")
+    assert built.created and built.rows == len(sample_texts)
+    assert _plan_uses(conn, table, built.name)
+    approximate = [ingestor.search(query, k=10) for query in queries]
+    top1 = sum(e[0].id == a[0].id for e, a in zip(exact, approximate, strict=True))
+    recall = sum(len({m.id for m in e} & {m.id for m in a}) for e, a in zip(exact, approximate, strict=True))
+    recall_at_10 = recall / (10 * len(queries))
+    print(f"\nHNSW against exact search, {len(queries)} queries over {len(sample_texts)} rows: "
+          f"top-1 agrees {top1}/{len(queries)}, recall@10 {recall_at_10:.3f}")  # fmt: skip
+    assert top1 >= len(queries) - 2
+    assert recall_at_10 >= 0.9
+
+
+def test_ingest_builds_the_index_after_the_load_once(dsn, tables, conn):
+    table = tables.source([f"indexed sentence {i}" for i in range(300)])
+    report = Ingestor(dsn, table=table, model=HashEncoder(16), index="ivfflat", metric="l2").run()
+    assert report.rows == 300 and report.index == f"{table}_embeddings_ivfflat_l2"
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT a.amname, o.opcname, c.reloptions FROM pg_class c JOIN pg_am a ON a.oid = c.relam "
+            "JOIN pg_index i ON i.indexrelid = c.oid JOIN pg_opclass o ON o.oid = i.indclass[0] WHERE c.relname = %s",
+            (report.index,),
+        )
+        assert cur.fetchone() == ("ivfflat", "vector_l2_ops", ["lists=10"])
+    again = Ingestor(dsn, table=table, model=HashEncoder(16), index="ivfflat", metric="l2")
+    assert again.run().rows == 0 and not again.build_index().created  # found, not rebuilt
+
+
+def test_search_refuses_another_models_vectors_and_bad_input(dsn, tables):
+    table = tables.source(["some text", "more text"])
+    with pytest.raises(SchemaError, match="does not exist yet: run embedlib ingest first"):
+        Ingestor(dsn, table=table, model=HashEncoder(16)).search("text")
+    Ingestor(dsn, table=table, model=HashEncoder(16)).run()
+    other = HashEncoder(16, name="other-encoder")
+    with pytest.raises(ModelError, match="holds vectors of 'hash-encoder', not of 'other-encoder'"):
+        Ingestor(dsn, table=table, model=other).search("text")
+    ingestor = Ingestor(dsn, table=table, model=HashEncoder(16))
+    assert ingestor.search("some text", k=1)[0].text == "some text"  # the same text: distance 0
+    with pytest.raises(ConfigError, match="k must be a whole number >= 1"):
+        ingestor.search("text", k=0)
+    with pytest.raises(ConfigError, match="unknown metric 'hamming'"):
+        ingestor.search("text", metric="hamming")
+
+
+def test_cli_index_and_search(dsn, tables):
+    table = tables.source(["alpha beta", "gamma delta", "epsilon"])
+    assert_clean_failure(run_cli("index", table, dsn=dsn), "does not exist yet")
+    assert_clean_failure(run_cli("search", table, "alpha", dsn=dsn), "does not exist yet")
+    ingest = run_cli("ingest", table, "--index", "hnsw", "-q", dsn=dsn)
+    assert ingest.returncode == 0, ingest.stderr
+    assert f"index: {table}_embeddings_hnsw_cosine" in ingest.stdout
+    result = run_cli("index", table, "-q", dsn=dsn)
+    assert result.returncode == 0 and "exists already" in result.stdout
+    result = run_cli("search", table, "alpha beta", "-k", "2", dsn=dsn)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].split(maxsplit=2)[1:] == ["1", "alpha beta"]
+    assert_clean_failure(run_cli("search", table, "x", "-k", "0", dsn=dsn), "expected a whole number >= 1")
+
+
+def _plan_uses(conn, table: str, index: str) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a nearest-neighbour query on the target is planned through ``index``."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f'EXPLAIN SELECT id FROM "{table}_embeddings" WHERE model = %s '
+            f'ORDER BY embedding <=> (SELECT embedding FROM "{table}_embeddings" LIMIT 1) LIMIT 10',
+            ("all-MiniLM-L6-v2",),
+        )
+        plan = "\n".join(row[0] for row in cur.fetchall())
+    return index in plan
