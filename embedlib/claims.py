@@ -158,7 +158,10 @@ class Leases:
             "ON CONFLICT (model, text_hash) DO UPDATE SET holder = EXCLUDED.holder "
             "WHERE c.holder = EXCLUDED.holder OR c.holder NOT IN ({live}) RETURNING text_hash"
         ).format(claims=self._claims, live=_LIVE_HOLDERS)
-        rows = fetch_all(conn, statement, {"hashes": list(text_hashes), "me": self.key, "model": self.model})
+        # Sorted: runs claiming overlapping texts then take their row locks in one order,
+        # so they wait for each other instead of deadlocking.
+        hashes = sorted(set(text_hashes))
+        rows = fetch_all(conn, statement, {"hashes": hashes, "me": self.key, "model": self.model})
         return {text_hash for (text_hash,) in rows}
 
     def release(self, conn: Connection) -> None:

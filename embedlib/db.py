@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -170,18 +171,29 @@ class Session:
         return self._conn
 
     def run(self, unit: Callable[[Connection], T]) -> T:
-        for _ in range(MAX_RETRIES_OF_A_UNIT):
+        cause: BaseException | None = None
+        for attempt in range(MAX_RETRIES_OF_A_UNIT):
             conn = self.conn
             try:
                 return unit(conn)
+            except psycopg2.extensions.TransactionRollbackError as exc:
+                # A deadlock or serialization failure: the server rolled the unit back so that
+                # another session could go on. Doing it again is the documented cure.
+                log.info("%s; running the unit again", one_line(exc))
+                rollback_quietly(conn)
+                cause = exc
+                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # apart from the session it met
+                continue
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 if not connection_lost(exc, conn):
                     raise
                 cause = exc
             self._reconnect(cause)
+        rolled_back = isinstance(cause, psycopg2.extensions.TransactionRollbackError)
+        what = "met a deadlock or serialization failure" if rolled_back else "lost the database connection"
         raise DatabaseError(
-            f"lost the database connection {MAX_RETRIES_OF_A_UNIT} times in a row on the same work "
-            f"(last: {redact(one_line(cause), self._dsn)})"
+            f"{what} {MAX_RETRIES_OF_A_UNIT} times in a row on the same work "
+            f"(last: {redact(one_line(cause), self._dsn) if cause else 'none'})"
         )
 
     def close(self) -> None:

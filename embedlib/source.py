@@ -46,11 +46,13 @@ def _chunk_rows(
     """``FROM``: rows of ``chunk`` (a relation with the source's columns) as ``s``, their md5 as
     ``h.md5`` and their target row, if any, as ``t``.
 
-    ``up_to_highest``: look rows up only up to the id ``%(highest)s`` (the
-    target's highest when the pass began; NULL for an empty target). Rows
-    past it had no target row then, so they need no probe: PostgreSQL skips
-    it (a one-time filter), which makes first runs and appended rows cheaper.
-    A row another ingestor stored since is caught on write (see Sink).
+    ``up_to_highest``: look rows up only up to the target's highest id, as
+    it is when the query runs (NULL for an empty target; one index lookup,
+    once per query). Rows past it have no target row, so they need no probe,
+    which makes first runs and appended rows cheaper. Taken per query, not
+    once per pass: spans another ingestor wrote and released since the pass
+    began are then seen as written, not done again. A row stored between
+    this read and its write is caught on write (see Sink).
 
     ``e`` is the row's error record if it holds the row back: the same text
     failed ``%(max_attempts)s`` times already, or failed during this run
@@ -74,16 +76,9 @@ def _chunk_rows(
     return sql.SQL(
         rows + "LEFT JOIN LATERAL (SELECT t.id, t.text_hash, t.model FROM {target} t "
         # OFFSET 0 keeps the subquery whole, so its test of s.id runs before the probe
-        "WHERE t.id = s.{id} AND s.{id} <= CAST(%(highest)s AS {id_type}) OFFSET 0) t ON TRUE"
+        "WHERE t.id = s.{id} AND s.{id} <= (SELECT hi.id FROM {target} hi ORDER BY hi.id DESC LIMIT 1) "
+        "OFFSET 0) t ON TRUE"
     ).format(**parts)
-
-
-def highest_stored_id(conn: Connection, target: TargetTable) -> str | None:
-    """The target's highest id (text form), or None when it is empty: one index lookup."""
-    # max() has no uuid version; and "ORDER BY t.id", not "id", which would sort the text output column
-    query = sql.SQL("SELECT t.id::text AS highest FROM {} t ORDER BY t.id DESC LIMIT 1").format(target.ident)
-    rows = fetch_all(conn, query)
-    return str(rows[0][0]) if rows else None
 
 
 @dataclass(frozen=True)
@@ -224,7 +219,6 @@ class PendingReader:
             cond=_condition(metrics_only),
             rows=_chunk_rows(source, target, chunk, up_to_highest=True),
         )
-        self._highest = session.run(lambda conn: highest_stored_id(conn, target))
 
     def __iter__(self) -> Iterator[list[PendingRow]]:
         remaining = self._limit
@@ -243,7 +237,6 @@ class PendingReader:
                 "model": self._model,
                 "first": span[0],
                 "last": span[1],
-                "highest": self._highest,
                 **self._retries.parameters(),
             }
             chunk = self._session.run(lambda conn: fetch_all(conn, self._query, parameters))  # noqa: B023 (run at once)

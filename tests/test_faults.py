@@ -157,3 +157,29 @@ def test_a_session_redoes_a_unit_whose_connection_was_lost_but_not_forever(dsn):
             session.run(always_terminated)
     finally:
         session.close()
+
+
+def test_a_session_runs_a_unit_again_after_a_deadlock_on_the_same_connection(dsn):
+    session = Session(dsn)
+    calls = []
+    deadlock = "DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$"
+
+    def deadlocked_once(conn):
+        calls.append(conn.get_backend_pid())
+        with conn.cursor() as cur:
+            if len(calls) == 1:
+                cur.execute(deadlock)  # what the server raises on the session it picks to roll back
+            cur.execute("SELECT 41 + 1")
+            return cur.fetchone()[0]
+
+    def always_deadlocked(conn):
+        with conn.cursor() as cur:
+            cur.execute(deadlock)
+
+    try:
+        assert session.run(deadlocked_once) == 42
+        assert len(calls) == 2 and calls[0] == calls[1] and session.reconnects == 0  # no reconnect needed
+        with pytest.raises(DatabaseError, match="met a deadlock or serialization failure 10 times in a row"):
+            session.run(always_deadlocked)
+    finally:
+        session.close()

@@ -6,6 +6,7 @@ from embedlib.errors import ConfigError
 from embedlib.executors.base import Executor, Worker, WorkerFactory
 from embedlib.executors.pipelined import PipelinedExecutor
 from embedlib.executors.process import ProcessExecutor
+from embedlib.executors.ray_actors import RayExecutor
 from embedlib.executors.serial import SerialExecutor
 from embedlib.executors.threaded import AUTOSCALE_MAX_WORKERS, ThreadedExecutor
 
@@ -13,6 +14,7 @@ EXECUTORS: dict[str, type[Executor]] = {
     SerialExecutor.name: SerialExecutor,
     PipelinedExecutor.name: PipelinedExecutor,
     ProcessExecutor.name: ProcessExecutor,
+    RayExecutor.name: RayExecutor,  # needs the optional extra embedlib[ray]
     ThreadedExecutor.name: ThreadedExecutor,
 }
 
@@ -59,6 +61,7 @@ __all__ = [
     "Executor",
     "PipelinedExecutor",
     "ProcessExecutor",
+    "RayExecutor",
     "SerialExecutor",
     "ThreadedExecutor",
     "Worker",

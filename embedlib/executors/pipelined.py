@@ -49,6 +49,11 @@ class PipelinedExecutor(Executor):
         # An encoder whose calls can overlap (a remote service): as many encoder threads as writers.
         self.encoders = self.workers if concurrent_encoding else 1
 
+    def encoder_factory(self, make_worker: WorkerFactory) -> WorkerFactory:
+        """What makes each encoder thread's worker (only its ``encode`` half is used): here, in
+        this process; the Ray executor's encode on actors instead."""
+        return make_worker
+
     def map_unordered(self, make_worker: WorkerFactory, batches: Iterable[Batch]) -> Iterator[BatchResult]:
         stop = threading.Event()
         errors: list[BaseException] = []
@@ -58,11 +63,13 @@ class PipelinedExecutor(Executor):
         workers: list[Worker] = []  # made at a stage's first batch: no batch, no model loaded
         workers_lock = threading.Lock()
 
-        def new_worker() -> Worker:
-            worker = make_worker()
+        def new_worker(factory: WorkerFactory = make_worker) -> Worker:
+            worker = factory()
             with workers_lock:
                 workers.append(worker)
             return worker
+
+        encoder_factory = self.encoder_factory(make_worker)
 
         def read() -> None:
             for batch in batches:
@@ -75,7 +82,7 @@ class PipelinedExecutor(Executor):
         def encode() -> None:
             encoder: Worker | None = None  # its encode half only: it never connects
             while (batch := _get(planned, stop)) is not _END:
-                encoder = encoder or new_worker()
+                encoder = encoder or new_worker(encoder_factory)
                 if not _put(encoded, encoder.encode(batch), stop):
                     return
             _put(planned, _END, stop)  # passed on, for the other encoder threads

@@ -1,0 +1,145 @@
+"""Encode on a pool of Ray actors, each loading the model once; read, claim and write in the driver.
+
+    batches (read + plan, driver) --> N actors (encode) --> writer threads (driver, COPY)
+
+This is the pipelined executor with its encoder threads each driving one
+actor: the driver leases spans and claims texts in PostgreSQL exactly as
+any ingestor does (see ``claims``), so a Ray run and plain ``embedlib
+ingest`` processes share one table, and only batches and vectors cross to
+the actors, never a database connection. Actors are started at the first
+batch and kept until ``shutdown()`` (like the process executor's
+processes: loading a model takes seconds). Each actor asks for one CPU, or
+``num_gpus`` GPUs where the cluster has them (the model then runs on the
+GPU), and caps torch at ``cores / workers`` threads on its node.
+
+Without an address it starts (or joins) a local Ray instance in this
+process; ``address`` or ``$RAY_ADDRESS`` joins a cluster (``ray start
+--head`` on one machine, ``ray start --address ...`` on the others; each
+needs embedlib and the model installed). Ray is an optional extra:
+``pip install 'embedlib[ray]'``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from embedlib.batching import Batch
+from embedlib.errors import ConfigError
+from embedlib.executors.base import Worker, WorkerFactory
+from embedlib.executors.pipelined import PipelinedExecutor
+from embedlib.worker import BatchResult, EncodedBatch
+
+# How long an actor may take to be placed and to load its model.
+ACTOR_START_S = 300.0
+
+
+class RayExecutor(PipelinedExecutor):
+    name = "ray"
+
+    def __init__(
+        self, workers: int = 2, *, address: str | None = None, num_gpus: float = 0.0, depth: int = 4
+    ) -> None:
+        super().__init__(workers, depth=depth, concurrent_encoding=True)  # one encoder thread per actor
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.num_gpus = num_gpus
+        self._actors: list[Any] = []
+        self._free: list[Any] = []  # actors not driven by an encoder thread in the current run
+        self._lock = threading.Lock()
+
+    def encoder_factory(self, make_worker: WorkerFactory) -> WorkerFactory:
+        ray = _ray()
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        with self._lock:
+            if not self._actors:
+                # One CPU each while the cluster has enough, else a share: more actors than CPUs
+                # asking for a whole one would wait for each other forever.
+                cpus = min(1.0, float(ray.cluster_resources().get("CPU", 1)) / self.workers)
+                actor_class = ray.remote(num_cpus=cpus, num_gpus=self.num_gpus)(_EncodingActor)
+                torch_threads = max(1, (os.cpu_count() or 1) // self.workers)
+                self._actors = [actor_class.remote(torch_threads) for _ in range(self.workers)]
+            self._free = list(self._actors)
+        factory = ray.put(make_worker)  # sent once, not with every batch
+
+        def drive_an_actor() -> Worker:
+            with self._lock:
+                actor = self._free.pop()
+            try:
+                ray.get(actor.start_run.remote(factory), timeout=ACTOR_START_S)
+            except ray.exceptions.GetTimeoutError:
+                raise ConfigError(
+                    f"a Ray actor did not start in {ACTOR_START_S:g} s: does the cluster have "
+                    f"{self.num_gpus:g} GPUs free per worker, and embedlib installed on every node?"
+                ) from None
+            return _ActorEncoder(actor)
+
+        return drive_an_actor
+
+    def shutdown(self) -> None:
+        with self._lock:
+            actors, self._actors, self._free = self._actors, [], []
+        if actors:
+            ray = _ray()
+            for actor in actors:
+                ray.kill(actor)
+
+
+class _ActorEncoder:
+    """The encode half of a worker whose model lives in a Ray actor."""
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+
+    def encode(self, batch: Batch) -> EncodedBatch:
+        return _ray().get(self._actor.encode.remote(batch))
+
+    def __call__(self, batch: Batch) -> BatchResult:
+        raise NotImplementedError("an actor encodes; the driver writes")
+
+    def write(self, encoded: EncodedBatch) -> BatchResult:
+        raise NotImplementedError("an actor encodes; the driver writes")
+
+    def close(self) -> None:
+        pass  # the actor stays up for the next run, until the executor's shutdown()
+
+
+class _EncodingActor:
+    """Lives in a Ray worker process: one model, loaded at the first run, encoding batches."""
+
+    def __init__(self, torch_threads: int) -> None:
+        from embedlib.encoder import limit_torch_threads
+
+        limit_torch_threads(torch_threads)
+        self._torch_threads = torch_threads
+        self._worker: Worker | None = None
+
+    def start_run(self, make_worker: WorkerFactory) -> None:
+        from embedlib.encoder import limit_torch_threads
+
+        self._worker = make_worker()  # the model loads here, once per process (names are cached)
+        limit_torch_threads(self._torch_threads)  # torch may have been imported just now
+        _to_gpu_if_any(self._worker)
+
+    def encode(self, batch: Batch) -> EncodedBatch:
+        assert self._worker is not None, "start_run comes first"
+        return self._worker.encode(batch)
+
+
+def _to_gpu_if_any(worker: Worker) -> None:
+    model = getattr(getattr(worker, "_encoder", None), "_model", None)
+    if model is None:
+        return
+    import torch
+
+    if torch.cuda.is_available() and str(getattr(model, "device", "cpu")) == "cpu":
+        model.to("cuda")
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("the ray executor needs Ray: pip install 'embedlib[ray]'") from None
+    return ray

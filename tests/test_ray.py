@@ -1,0 +1,67 @@
+"""The ray executor on a local Ray instance: sharing a table with plain ``embedlib ingest`` processes.
+
+The behaviour suite (``test_executors.py``) runs against it too, through
+``EXECUTORS``. Skipped where Ray is not installed; ``make setup`` installs it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from processes import assert_every_row_matches_its_text, start_cli
+from test_sharing import half_duplicated, side_rows, table_writes
+
+from embedlib import Ingestor, RayExecutor
+
+pytest.importorskip("ray", reason="the ray executor needs the optional extra embedlib[ray]")
+
+
+@pytest.mark.model
+def test_a_ray_run_and_two_ingest_processes_share_one_table(conn, dsn, tables, sample_texts):
+    texts = half_duplicated(sample_texts, 2000, seed=6)
+    table = tables.source(texts)
+    # Ray and its actors' models start first (seconds), so that the three runs overlap.
+    pool = RayExecutor(2)
+    warm_up = tables.source(sample_texts[:10])
+    Ingestor(dsn, table=warm_up, executor=pool, batch_size=25).run()
+    processes = [start_cli("ingest", table, "25", "--window-size", "100", "--json", dsn=dsn) for _ in range(2)]
+    ray_reports = []
+    ray_run = threading.Thread(
+        target=lambda: ray_reports.append(
+            Ingestor(dsn, table=table, executor=pool, batch_size=25, window_size=100).run()
+        )
+    )
+    ray_run.start()
+    reports = []
+    for proc in processes:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        reports.append(json.loads(out))
+    ray_run.join(timeout=600)
+    pool.shutdown()
+    [ray_report] = ray_reports
+    summary = [(r["rows"], r["encoded"]) for r in reports] + [(ray_report.rows, ray_report.encoded)]
+    print(f"\n2 ingest processes and a Ray run on {len(texts)} rows: (rows, encoded) = {summary}")
+    assert ray_report.executor == "ray" and ray_report.rows > 0, "the Ray run took no part: nothing shared"
+    assert sum(rows > 0 for rows, _ in summary) >= 2
+    assert sum(rows for rows, _ in summary) == len(texts)
+    assert sum(encoded for _, encoded in summary) == len(set(texts))  # no text encoded twice
+    assert_every_row_matches_its_text(tables, table, texts)
+    deadline = time.monotonic() + 30
+    while (writes := table_writes(conn, table))[0] < len(texts) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert writes == (len(texts), 0, 0), "a row was written more than once"
+    assert side_rows(conn, table) == {"errors": 0, "leases": 0, "claims": 0}
+
+
+@pytest.mark.model
+def test_cli_runs_on_ray(dsn, tables, sample_texts):
+    table = tables.source(sample_texts[:60])
+    proc = start_cli("ingest", table, "20", "--executor", "ray", "--workers", "2", "--json", dsn=dsn)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    assert (report["rows"], report["executor"], report["workers"]) == (60, "ray", 2)
