@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         "with reads and writes overlapped; threaded with --autoscale)",
     )
     running.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="the Ray cluster for --executor ray (default: $RAY_ADDRESS, else a local Ray instance)",
+    )
+    running.add_argument(
         "--model",
         default=DEFAULT_MODEL,
         help="model name, local path, or the URL of an OpenAI-compatible embeddings service, "
@@ -228,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _ingest(args: argparse.Namespace) -> int:
     from embedlib.ingestor import Ingestor
+
+    if args.ray_address:
+        os.environ["RAY_ADDRESS"] = args.ray_address  # read by the ray executor, and by Ray itself
 
     if args.batch_size and args.batch_size_option and args.batch_size != args.batch_size_option:
         raise ConfigError("BATCH_SIZE and --batch-size disagree; give one")

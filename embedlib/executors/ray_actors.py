@@ -21,7 +21,9 @@ needs embedlib and the model installed). Ray is an optional extra:
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import threading
 from typing import Any
 
@@ -49,25 +51,21 @@ class RayExecutor(PipelinedExecutor):
         self._lock = threading.Lock()
 
     def encoder_factory(self, make_worker: WorkerFactory) -> WorkerFactory:
-        ray = _ray()
-        if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-        with self._lock:
-            if not self._actors:
-                # One CPU each while the cluster has enough, else a share: more actors than CPUs
-                # asking for a whole one would wait for each other forever.
-                cpus = min(1.0, float(ray.cluster_resources().get("CPU", 1)) / self.workers)
-                actor_class = ray.remote(num_cpus=cpus, num_gpus=self.num_gpus)(_EncodingActor)
-                torch_threads = max(1, (os.cpu_count() or 1) // self.workers)
-                self._actors = [actor_class.remote(torch_threads) for _ in range(self.workers)]
-            self._free = list(self._actors)
-        factory = ray.put(make_worker)  # sent once, not with every batch
+        factory: list[Any] = []  # make_worker in Ray's object store: sent once a run, not with every batch
 
         def drive_an_actor() -> Worker:
+            """Called by an encoder thread at its first batch: a run with nothing to do starts no Ray."""
+            ray = _ray()
             with self._lock:
+                if not self._actors:
+                    self._start_actors(ray)
+                    self._free = list(self._actors)
+                if not factory:
+                    factory.append(ray.put(make_worker))
+                    self._free = list(self._actors)  # a new run: every actor is free again
                 actor = self._free.pop()
             try:
-                ray.get(actor.start_run.remote(factory), timeout=ACTOR_START_S)
+                ray.get(actor.start_run.remote(factory[0]), timeout=ACTOR_START_S)
             except ray.exceptions.GetTimeoutError:
                 raise ConfigError(
                     f"a Ray actor did not start in {ACTOR_START_S:g} s: does the cluster have "
@@ -76,6 +74,23 @@ class RayExecutor(PipelinedExecutor):
             return _ActorEncoder(actor)
 
         return drive_an_actor
+
+    def _start_actors(self, ray: Any) -> None:
+        if not ray.is_initialized():
+            _check_reachable(self.address)
+            ray.init(
+                address=self.address,
+                include_dashboard=False,
+                log_to_driver=False,
+                ignore_reinit_error=True,
+                logging_level=logging.ERROR,  # Ray's start-up notes are not the user's business; its errors are
+            )
+        # One CPU each while the cluster has enough, else a share: more actors than CPUs
+        # asking for a whole one would wait for each other forever.
+        cpus = min(1.0, float(ray.cluster_resources().get("CPU", 1)) / self.workers)
+        actor_class = ray.remote(num_cpus=cpus, num_gpus=self.num_gpus)(_EncodingActor)
+        torch_threads = max(1, (os.cpu_count() or 1) // self.workers)
+        self._actors = [actor_class.remote(torch_threads) for _ in range(self.workers)]
 
     def shutdown(self) -> None:
         with self._lock:
@@ -135,6 +150,17 @@ def _to_gpu_if_any(worker: Worker) -> None:
 
     if torch.cuda.is_available() and str(getattr(model, "device", "cpu")) == "cpu":
         model.to("cuda")
+
+
+def _check_reachable(address: str | None) -> None:
+    """Fail in seconds, in one line, where ``ray.init`` would keep trying an address that is not there."""
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
 
 
 def _ray() -> Any:
