@@ -45,3 +45,29 @@ class HashEncoder:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(t.split()) for t in texts]
+
+
+class FailingEncoder(HashEncoder):
+    """A HashEncoder that fails where told: it raises on any call holding a text in ``poison``,
+    and returns NaN vectors for texts in ``nan``. For testing how failures are handled; it lives
+    here, not in a test, so that worker processes and Ray actors can import it too."""
+
+    def __init__(
+        self,
+        dimension: int = 16,
+        name: str = "hash-encoder",
+        poison: Sequence[str] = (),
+        nan: Sequence[str] = (),
+    ) -> None:
+        super().__init__(dimension, name)
+        self.poison, self.nan = tuple(poison), tuple(nan)
+
+    def __reduce__(self) -> tuple[type[FailingEncoder], tuple[int, str, tuple[str, ...], tuple[str, ...]]]:  # type: ignore[override]
+        return type(self), (self.dimension, self.name, self.poison, self.nan)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if any(text in self.poison for text in texts):
+            raise RuntimeError("encoder exploded")
+        vectors = super().encode(texts)
+        vectors[[text in self.nan for text in texts]] = np.nan
+        return vectors

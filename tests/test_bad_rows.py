@@ -13,20 +13,14 @@ from psycopg2 import sql
 
 from embedlib import Ingestor
 from embedlib.failures import NON_FINITE, isolate_failures
-from embedlib.testing import HashEncoder
+from embedlib.testing import FailingEncoder, HashEncoder
 
 POISON = "poison \u2620"
 
 
-class PoisonedEncoder(HashEncoder):
+def PoisonedEncoder() -> FailingEncoder:
     """Raises on any call holding POISON; returns NaN for "not a number"."""
-
-    def encode(self, texts):  # type: ignore[no-untyped-def]
-        if POISON in texts:
-            raise RuntimeError("encoder exploded")
-        vectors = super().encode(texts)
-        vectors[[t == "not a number" for t in texts]] = np.nan
-        return vectors
+    return FailingEncoder(poison=[POISON], nan=["not a number"])
 
 
 class BrokenEncoder(HashEncoder):

@@ -63,9 +63,15 @@ def test_four_runs_started_together_share_the_work(conn, dsn, tables, sample_tex
         reports.append(json.loads(out))
     summary = [(r["rows"], r["encoded"]) for r in reports]
     print(f"\n4 runs on {len(texts)} rows, {len(set(texts))} distinct texts: (rows, encoded) = {summary}")
-    assert sum(r["rows"] for r in reports) == len(texts)
-    assert sum(r["encoded"] for r in reports) == len(set(texts))  # no text encoded twice across the runs
-    assert sum(r["rows"] > 0 for r in reports) >= 2, "one run did everything: the test shows no sharing"
+    assert_shared_exactly_once(conn, tables, table, texts, summary)
+
+
+def assert_shared_exactly_once(conn, tables, table: str, texts: list[str], summary: list[tuple[int, int]]) -> None:
+    """Runs that shared ``table`` (their (rows, encoded) in ``summary``) wrote every row once, encoded
+    every distinct text once, and left nothing behind."""
+    assert sum(rows for rows, _ in summary) == len(texts)
+    assert sum(encoded for _, encoded in summary) == len(set(texts))  # no text encoded twice across the runs
+    assert sum(rows > 0 for rows, _ in summary) >= 2, "one run did everything: the test shows no sharing"
     assert_every_row_matches_its_text(tables, table, texts)
     # Statistics reach the server when each run's backends exit: wait for them.
     deadline = time.monotonic() + 30

@@ -21,10 +21,12 @@ needs embedlib and the model installed). Ray is an optional extra:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
 import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from embedlib.batching import Batch
@@ -50,22 +52,29 @@ class RayExecutor(PipelinedExecutor):
         self._free: list[Any] = []  # actors not driven by an encoder thread in the current run
         self._lock = threading.Lock()
 
+    def map_unordered(self, make_worker: WorkerFactory, batches: Iterable[Batch]) -> Iterator[BatchResult]:
+        batches = iter(batches)
+        first = next(batches, None)
+        if first is None:
+            return  # nothing to do: no Ray started
+        yield from super().map_unordered(make_worker, itertools.chain([first], batches))
+
     def encoder_factory(self, make_worker: WorkerFactory) -> WorkerFactory:
-        factory: list[Any] = []  # make_worker in Ray's object store: sent once a run, not with every batch
+        # In the caller's thread, before the stages start: Ray wants to be started from the
+        # main thread (started from another, its raylet died mid-run under pytest).
+        ray = _ray()
+        with self._lock:
+            if not self._actors:
+                self._start_actors(ray)
+            self._free = list(self._actors)  # a new run: every actor is free again
+        factory = ray.put(make_worker)  # sent once a run, not with every batch
 
         def drive_an_actor() -> Worker:
-            """Called by an encoder thread at its first batch: a run with nothing to do starts no Ray."""
-            ray = _ray()
+            """Called by an encoder thread at its first batch."""
             with self._lock:
-                if not self._actors:
-                    self._start_actors(ray)
-                    self._free = list(self._actors)
-                if not factory:
-                    factory.append(ray.put(make_worker))
-                    self._free = list(self._actors)  # a new run: every actor is free again
                 actor = self._free.pop()
             try:
-                ray.get(actor.start_run.remote(factory[0]), timeout=ACTOR_START_S)
+                ray.get(actor.start_run.remote(factory), timeout=ACTOR_START_S)
             except ray.exceptions.GetTimeoutError:
                 raise ConfigError(
                     f"a Ray actor did not start in {ACTOR_START_S:g} s: does the cluster have "
