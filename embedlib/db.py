@@ -29,8 +29,8 @@ Connection = psycopg2.extensions.connection
 T = TypeVar("T")
 
 DEFAULT_RECONNECT_S = 60.0  # how long a Session keeps trying to get its connection back
-# Times one unit of work may lose its connection before the fault counts as
-# persistent (a statement that crashes the server's backend, say).
+# Times one unit of work may lose its connection, or be rolled back by a deadlock,
+# before the fault counts as persistent (a statement that crashes the server's backend, say).
 MAX_RETRIES_OF_A_UNIT = 10
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]*)(?=@)", re.I)

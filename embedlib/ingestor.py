@@ -70,8 +70,8 @@ class Ingestor:
     tried again by later runs, up to ``max_attempts`` times in all.
     With ``autoscale``, ``workers`` is a ceiling and the run chooses how many
     to use from the throughput it measures (see ``executors.autoscale``); an
-    encoder whose calls can overlap (a service URL) runs on the threaded
-    executor by default, so that ``workers`` requests are in flight.
+    encoder whose calls can overlap (a service URL) gets one encoder thread
+    per worker in the default executor, so that ``workers`` requests are in flight.
     """
 
     def __init__(
@@ -217,31 +217,32 @@ class Ingestor:
         searched (a target holding another model's vectors is refused).
         ``metric`` defaults to the one given for the index.
         """
-        s = self.settings
-        conn = connect(resolve_dsn(s.dsn), autocommit=True)
+        conn = connect(resolve_dsn(self.settings.dsn), autocommit=True)
         try:
-            source = inspect_source(conn, s.table, s.id_column, s.text_column)
-            target = existing_target(conn, source, s.target)
-            if target is None:
-                raise SchemaError(f"table {s.target_table!r} does not exist yet: run embedlib ingest first")
-            return nearest(conn, source, target, resolve_encoder(s.model), query, k, metric or self.metric)
+            source, target = self._embedded_tables(conn)
+            return nearest(conn, source, target, resolve_encoder(self.settings.model), query, k, metric or self.metric)
         finally:
             conn.close()
 
     def build_index(self, method: str | None = None, metric: str | None = None) -> IndexReport:
         """Build a pgvector index on the stored vectors now (``index`` and ``metric`` by default,
         else HNSW and cosine), with a progress bar if asked for; an existing one is reported as is."""
-        s = self.settings
-        dsn = resolve_dsn(s.dsn)
+        dsn = resolve_dsn(self.settings.dsn)
         conn = connect(dsn, autocommit=True)
         try:
-            source = inspect_source(conn, s.table, s.id_column, s.text_column)
-            target = existing_target(conn, source, s.target)
+            _, target = self._embedded_tables(conn)
         finally:
             conn.close()
+        return self._build_index(dsn, target, method or self.index or "hnsw", metric or self.metric)
+
+    def _embedded_tables(self, conn: Connection) -> tuple[SourceTable, TargetTable]:
+        """The source and its target, which must exist: search and index need stored vectors."""
+        s = self.settings
+        source = inspect_source(conn, s.table, s.id_column, s.text_column)
+        target = existing_target(conn, source, s.target)
         if target is None:
             raise SchemaError(f"table {s.target_table!r} does not exist yet: run embedlib ingest first")
-        return self._build_index(dsn, target, method or self.index or "hnsw", metric or self.metric)
+        return source, target
 
     def _build_index(self, dsn: str, target: TargetTable, method: str, metric: str) -> IndexReport:
         from tqdm import tqdm
