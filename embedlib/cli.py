@@ -23,6 +23,7 @@ from embedlib.db import DEFAULT_RECONNECT_S, one_line, redact
 from embedlib.errors import ConfigError, EmbedlibError
 from embedlib.executors import AUTO, EXECUTORS
 from embedlib.index import METHODS, METRICS
+from embedlib.schema import DTYPES
 
 if TYPE_CHECKING:
     from embedlib.ingestor import Ingestor
@@ -153,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="build this pgvector index on the vectors after the load (never before: it would slow the load)",
     )
     ingest.add_argument("--metric", choices=METRICS, default="cosine", help="the index's metric (default: %(default)s)")
+    ingest.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="how a new target stores vectors: float (pgvector vector) or half (halfvec: half the space, "
+        "recall cost in the README); default: the existing target's type, else float",
+    )
     ingest.add_argument("--limit", type=_positive_int, help="process at most this many pending rows")
     ingest.add_argument("--metrics-only", action="store_true", help="recompute metrics of embedded rows, no encoding")
     ingest.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
@@ -251,6 +258,7 @@ def _ingest(args: argparse.Namespace) -> int:
         workers=args.workers,
         batch_tokens=args.batch_tokens,
         metrics_only=args.metrics_only,
+        dtype=args.dtype,
         window_size=args.window_size or 0,
         max_attempts=args.max_attempts,
         reconnect_s=args.reconnect_timeout,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from embedlib.errors import ConfigError
+from embedlib.schema import DTYPES
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_BATCH_TOKENS = 2048
@@ -63,6 +64,9 @@ class Settings:
     # batching.budget_slices. 2048 measured fastest here, for short and long texts.
     batch_tokens: int = DEFAULT_BATCH_TOKENS
     metrics_only: bool = False
+    # How vectors are stored: "float" or "half" (schema.VECTOR_TYPES); None
+    # keeps an existing target's type and makes a new one float.
+    dtype: str | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     reconnect_s: float = 60.0  # see db.Session
 
@@ -73,6 +77,8 @@ class Settings:
                 raise ConfigError(f"{name} must be a non-empty name, got {value!r}")
         if self.target is not None and (not isinstance(self.target, str) or not self.target):
             raise ConfigError(f"target must be a non-empty name, got {self.target!r}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ConfigError(f"unknown dtype {self.dtype!r} (choose from: {', '.join(DTYPES)})")
         _require_positive("batch_size", self.batch_size)
         _require_positive("workers", self.workers)
         _require_positive("max_attempts", self.max_attempts)

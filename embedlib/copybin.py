@@ -69,13 +69,25 @@ def ids(values: Sequence[str], id_type: str) -> Column | None:
     return None
 
 
-def vector(matrix: np.ndarray) -> np.ndarray:
-    """pgvector's binary ``vector``: int16 dimensions, int16 zero, float4 values."""
+# The wire format of one value of each pgvector type: float4, or IEEE half for halfvec.
+_VALUE_FORMATS = {"vector": ">f4", "halfvec": ">f2"}
+
+
+def vector(matrix: np.ndarray, vector_type: str = "vector") -> np.ndarray:
+    """pgvector's binary ``vector`` or ``halfvec``: int16 dimensions, int16 zero, then the values.
+
+    For halfvec, values beyond float16's range would become infinities, which
+    pgvector refuses: callers keep such rows out (see ``failures.unstorable_rows``).
+    """
     rows, dimension = matrix.shape
-    out = np.zeros(rows, dtype=[("dim", ">i2"), ("unused", ">i2"), ("values", ">f4", (dimension,))])
+    out = np.zeros(rows, dtype=_vector_format(vector_type, dimension))
     out["dim"] = dimension
     out["values"] = matrix
     return out
+
+
+def _vector_format(vector_type: str, dimension: int) -> list[tuple[str, str] | tuple[str, str, tuple[int]]]:
+    return [("dim", ">i2"), ("unused", ">i2"), ("values", _VALUE_FORMATS[vector_type], (dimension,))]
 
 
 def payload(columns: Sequence[Column]) -> bytes:
@@ -127,11 +139,11 @@ def _rows_of(block: np.ndarray) -> list[memoryview]:
     return [raw[start : start + size] for start in range(0, len(raw), size)]
 
 
-def read_hashes_and_vectors(data: bytes, dimension: int) -> tuple[list[str], np.ndarray]:
-    """Parse ``COPY (SELECT text_hash, embedding ...) TO STDOUT (FORMAT binary)`` output.
+def read_hashes_and_vectors(data: bytes, dimension: int, vector_type: str = "vector") -> tuple[list[str], np.ndarray]:
+    """Parse ``COPY (SELECT text_hash, embedding ...) TO STDOUT (FORMAT binary)`` output; vectors as float32.
 
-    Every row has the same width (a 32-character md5 and a vector of
-    ``dimension``), so the whole body is one numpy structured array.
+    Every row has the same width (a 32-character md5 and a ``vector_type``
+    of ``dimension``), so the whole body is one numpy structured array.
     """
     if not data.startswith(HEADER[:11]):
         raise ValueError("not a binary COPY stream")
@@ -143,9 +155,7 @@ def read_hashes_and_vectors(data: bytes, dimension: int) -> tuple[list[str], np.
             ("hash_length", ">i4"),
             ("hash", "S32"),
             ("vector_length", ">i4"),
-            ("dim", ">i2"),
-            ("unused", ">i2"),
-            ("values", ">f4", (dimension,)),
+            *_vector_format(vector_type, dimension),
         ]
     )
     rows = np.frombuffer(body, dtype=row)

@@ -17,6 +17,8 @@ from embedlib.db import one_line
 from embedlib.errors import EncoderUnavailable
 
 NON_FINITE = "the model returned a non-finite vector (NaN or infinity)"
+BEYOND_HALF = "the vector has values beyond halfvec's range (+-65504): store it with --dtype float"
+HALF_MAX = float(np.finfo(np.float16).max)
 _MAX_MESSAGE = 1000  # characters of an error kept in the errors table
 
 
@@ -64,6 +66,16 @@ def isolate_failures(
     return vectors, errors
 
 
-def non_finite_rows(vectors: np.ndarray) -> np.ndarray:
-    """Positions of vectors holding NaN or infinity."""
-    return np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+def unstorable_rows(vectors: np.ndarray, vector_type: str) -> dict[int, str]:
+    """Why each vector that cannot be stored as ``vector_type`` cannot (by position).
+
+    NaN or infinity never is; for halfvec, neither is a value float16 would
+    turn into infinity (pgvector refuses those, and with them the whole batch).
+    """
+    reasons = {int(position): NON_FINITE for position in np.flatnonzero(~np.isfinite(vectors).all(axis=1))}
+    if vector_type == "halfvec":
+        with np.errstate(invalid="ignore"):  # NaN compares as False here: already a reason above
+            beyond = np.flatnonzero((np.abs(vectors) > HALF_MAX).any(axis=1))
+        for position in beyond:
+            reasons.setdefault(int(position), BEYOND_HALF)
+    return reasons

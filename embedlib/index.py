@@ -33,8 +33,7 @@ from embedlib.errors import ConfigError
 from embedlib.schema import MAX_IDENTIFIER_BYTES, TargetTable
 
 METHODS = ("hnsw", "ivfflat")
-OPERATOR_CLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "ip": "vector_ip_ops"}
-METRICS = tuple(OPERATOR_CLASSES)
+METRICS = ("cosine", "l2", "ip")
 BUILD_MEMORY = "512MB"
 _POLL_S = 0.5
 
@@ -56,6 +55,11 @@ def index_name(target: TargetTable, method: str, metric: str) -> str:
         return name
     digest = hashlib.md5(name.encode("utf-8")).hexdigest()[:8]
     return f"embedlib_{method}_{metric}_{digest}"
+
+
+def operator_class(target: TargetTable, metric: str) -> str:
+    """pgvector's operator class for the target's vector type and ``metric``, e.g. ``halfvec_cosine_ops``."""
+    return f"{target.vector_type}_{metric}_ops"  # both from fixed lists: VECTOR_TYPES and METRICS
 
 
 def check_choice(method: str, metric: str) -> None:
@@ -92,7 +96,7 @@ def build_index(
             name=sql.Identifier(name),
             target=target.ident,
             method=sql.SQL(method),  # one of METHODS
-            opclass=sql.SQL(OPERATOR_CLASSES[metric]),
+            opclass=sql.SQL(operator_class(target, metric)),
             options=with_options,
         )
         started = time.perf_counter()

@@ -36,6 +36,7 @@ from embedlib.planner import Planner, PlanOptions
 from embedlib.schema import (
     SourceTable,
     TargetTable,
+    check_dtype,
     ensure_side_tables,
     ensure_target,
     existing_target,
@@ -68,6 +69,8 @@ class Ingestor:
     seconds, and the work under way is redone (see ``db.Session``). Rows
     whose text the model fails on are recorded in the errors table and
     tried again by later runs, up to ``max_attempts`` times in all.
+    ``dtype="half"`` makes a new target store halfvec (float16, half the
+    space); None keeps an existing target's type, float for a new one.
     With ``autoscale``, ``workers`` is a ceiling and the run chooses how many
     to use from the throughput it measures (see ``executors.autoscale``); an
     encoder whose calls can overlap (a service URL) gets one encoder thread
@@ -89,6 +92,7 @@ class Ingestor:
         window_size: int = 0,
         batch_tokens: int = DEFAULT_BATCH_TOKENS,
         metrics_only: bool = False,
+        dtype: str | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         reconnect_s: float = DEFAULT_RECONNECT_S,
         autoscale: bool = False,
@@ -123,6 +127,7 @@ class Ingestor:
             window_size=window_size,
             batch_tokens=batch_tokens,
             metrics_only=metrics_only,
+            dtype=dtype,
             max_attempts=max_attempts,
             reconnect_s=reconnect_s,
         )
@@ -269,6 +274,7 @@ class Ingestor:
             label = model_label(s.model)
             target = existing_target(conn, source, s.target)
             if target is not None:
+                check_dtype(target, s.dtype)
                 ensure_side_tables(conn, target)
                 clear_resolved_errors(conn, target)  # retries that worked in a run that ended early
             if s.metrics_only and target is None:
@@ -282,7 +288,7 @@ class Ingestor:
             elif pending is None or pending > 0:
                 encoder = resolve_encoder(s.model)
                 ensure_vector_extension(conn)
-                target = ensure_target(conn, source, s.target, encoder.dimension)
+                target = ensure_target(conn, source, s.target, encoder.dimension, s.dtype)
             assert target is not None
             if pending is None:
                 pending = count_pending(conn, source, target, label, retries)

@@ -20,6 +20,12 @@ MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names
 # The target's columns, after id and embedding, in the order they are written.
 METRIC_COLUMNS = ("model", "text_hash", "char_length", "token_count", "truncated", "norm", "frequency", "embedded_at")
 
+# How vectors are stored (--dtype): pgvector's ``vector`` holds float32, 4
+# bytes per dimension; ``halfvec`` holds float16, 2 (README: "halfvec storage"
+# has what it costs in recall). A target keeps the type it was created with.
+VECTOR_TYPES = {"float": "vector", "half": "halfvec"}
+DTYPES = tuple(VECTOR_TYPES)
+
 
 @dataclass(frozen=True)
 class Relation:
@@ -50,6 +56,17 @@ class TargetTable(Relation):
     dimension: int
     # Tables beside the target are named <stem>_errors, _leases, _claims (see side_table_stem).
     stem: str
+    vector_type: str = "vector"  # a value of VECTOR_TYPES
+
+    @property
+    def dtype(self) -> str:
+        """``float`` or ``half``: the key of ``vector_type`` in VECTOR_TYPES."""
+        return next(dtype for dtype, vector_type in VECTOR_TYPES.items() if vector_type == self.vector_type)
+
+    @property
+    def embedding_type(self) -> str:
+        """The embedding column's type, e.g. ``vector(384)`` or ``halfvec(384)``."""
+        return f"{self.vector_type}({self.dimension})"
 
     @property
     def errors(self) -> Relation:
@@ -189,33 +206,51 @@ def existing_target(conn: Connection, source: SourceTable, target: str | None) -
             f"table {name!r} exists but is not an embedlib target (no column {missing[0]!r}); "
             "choose another name with --target"
         )
-    match = re.fullmatch(r"vector\((\d+)\)", columns["embedding"][1])
+    match = re.fullmatch(r"(vector|halfvec)\((\d+)\)", columns["embedding"][1])
     if match is None:
-        raise SchemaError(f"column 'embedding' of {name!r} is {columns['embedding'][1]}, not vector(n)")
+        raise SchemaError(f"column 'embedding' of {name!r} is {columns['embedding'][1]}, not vector(n) or halfvec(n)")
     if columns["id"][1] != source.id_type:
         raise SchemaError(
             f"column 'id' of {name!r} is {columns['id'][1]} but {source.id_column!r} of "
             f"{source.name!r} is {source.id_type}; choose another --target"
         )
-    return TargetTable(schema, name, source.id_type, int(match.group(1)), side_table_stem(source, target))
+    vector_type, dimension = match.group(1), int(match.group(2))
+    return TargetTable(schema, name, source.id_type, dimension, side_table_stem(source, target), vector_type)
 
 
-def ensure_target(conn: Connection, source: SourceTable, target: str | None, dimension: int) -> TargetTable:
-    """Create the target table if missing; check it fits the model if present. Commits."""
+def check_dtype(target: TargetTable, dtype: str | None) -> None:
+    """Refuse to store ``dtype`` vectors in a target made for the other type (None: whatever it holds)."""
+    if dtype is None or VECTOR_TYPES[dtype] == target.vector_type:
+        return
+    raise SchemaError(
+        f"target {target.label!r} stores {target.embedding_type} ({target.dtype}), not --dtype {dtype}; "
+        f"choose another --target, or convert it first: ALTER TABLE ... ALTER COLUMN embedding "
+        f"TYPE {VECTOR_TYPES[dtype]}({target.dimension})"
+    )
+
+
+def ensure_target(
+    conn: Connection, source: SourceTable, target: str | None, dimension: int, dtype: str | None = None
+) -> TargetTable:
+    """Create the target table if missing; check it fits the model and ``dtype`` if present. Commits.
+
+    A new target stores ``dtype`` vectors (float unless given).
+    """
     schema, name = target_name(source, target)
     with conn.cursor() as cur:
         # Serialise creation between concurrent ingestors of the same target.
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"embedlib:{schema}.{name}",))
     table = existing_target(conn, source, target)
     if table is None:
-        table = TargetTable(schema, name, source.id_type, dimension, side_table_stem(source, target))
+        vector_type = VECTOR_TYPES[dtype or "float"]
+        table = TargetTable(schema, name, source.id_type, dimension, side_table_stem(source, target), vector_type)
         with conn.cursor() as cur:
             cur.execute(
                 sql.SQL(
                     """
                     CREATE TABLE {target} (
                         id {id_type} PRIMARY KEY,
-                        embedding vector({dimension}) NOT NULL,
+                        embedding {embedding_type} NOT NULL,
                         model text NOT NULL,
                         text_hash text NOT NULL,
                         char_length integer NOT NULL,
@@ -229,7 +264,7 @@ def ensure_target(conn: Connection, source: SourceTable, target: str | None, dim
                 ).format(
                     target=table.ident,
                     id_type=sql.SQL(source.id_type),  # from format_type: already quoted
-                    dimension=sql.Literal(dimension),
+                    embedding_type=sql.SQL(table.embedding_type),  # a VECTOR_TYPES value and an int
                 )
             )
             # Vector reuse and the frequency refresh look rows up by text hash; the
@@ -247,6 +282,12 @@ def ensure_target(conn: Connection, source: SourceTable, target: str | None, dim
             f"target {name!r} holds {table.dimension}-dimensional vectors but the model makes "
             f"{dimension}-dimensional ones; choose another --target"
         )
+    else:
+        try:
+            check_dtype(table, dtype)
+        except SchemaError:
+            conn.rollback()
+            raise
     conn.commit()
     return table
 

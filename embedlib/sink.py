@@ -80,16 +80,17 @@ class Sink:
         load rows. Otherwise (or if a row appeared since) the rows go through
         a staging table and an upsert.
         """
-        norms = np.linalg.norm(vectors, axis=1)
-        columns = _embedding_columns(vectors, norms, frequencies, text_hashes, metrics)
+        # The norm of the vector as stored: a halfvec's is its float16 values' (as
+        # write_metrics recomputes it, and as reused vectors come back).
+        stored = vectors.astype(np.float16).astype(np.float32) if self._target.vector_type == "halfvec" else vectors
+        norms = np.linalg.norm(stored, axis=1)
+        columns = _embedding_columns(self._target, vectors, norms, frequencies, text_hashes, metrics)
         if new_rows:
             data = self._insert_payload(ids, columns, metrics)
             if data is not None and self._session.run(lambda conn: self._insert(conn, data)):
                 return
         staged = copybin.payload([*columns, copybin.text(ids)])
-        stage_columns = (
-            f"embedding vector({self._target.dimension}), norm float4, frequency int4, {_METRIC_STAGE_COLUMNS}"
-        )
+        stage_columns = f"embedding {self._target.embedding_type}, norm float4, frequency int4, {_METRIC_STAGE_COLUMNS}"
         upsert = sql.SQL(
             """
             INSERT INTO {target} AS t
@@ -143,7 +144,7 @@ class Sink:
                 char_length = s.char_length,
                 token_count = NULLIF(s.token_count, %(unknown)s),
                 truncated = CASE WHEN s.token_count = %(unknown)s THEN NULL ELSE s.truncated END,
-                norm = vector_norm(t.embedding)
+                norm = vector_norm(t.embedding::vector)  -- the cast: halfvec has no vector_norm
             FROM pg_temp.{stage} s
             WHERE t.id = CAST(s.id AS {id_type}) AND t.text_hash = s.text_hash AND t.model = %(model)s
             """
@@ -196,6 +197,7 @@ class Sink:
 
 
 def _embedding_columns(
+    target: TargetTable,
     vectors: np.ndarray,
     norms: np.ndarray,
     frequencies: np.ndarray,
@@ -204,7 +206,7 @@ def _embedding_columns(
 ) -> list[copybin.Column]:
     """The fixed-width columns of a stored row, in the order both write paths COPY them."""
     return [
-        copybin.vector(vectors),
+        copybin.vector(vectors, target.vector_type),
         copybin.float4(norms),
         copybin.int4(frequencies),
         *_metric_columns(text_hashes, metrics),

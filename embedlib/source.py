@@ -159,7 +159,7 @@ def stored_vectors(
         )
         out = io.BytesIO()
         cur.copy_expert(b"COPY (" + query + b") TO STDOUT (FORMAT binary)", out)
-    hashes, vectors = copybin.read_hashes_and_vectors(out.getvalue(), target.dimension)
+    hashes, vectors = copybin.read_hashes_and_vectors(out.getvalue(), target.dimension, target.vector_type)
     return dict(zip(hashes, vectors, strict=True))
 
 

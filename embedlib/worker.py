@@ -18,7 +18,7 @@ import numpy as np
 from embedlib.batching import Batch, budget_slices, encode_cost
 from embedlib.db import DEFAULT_RECONNECT_S
 from embedlib.encoder import model_label, resolve_encoder
-from embedlib.failures import NON_FINITE, isolate_failures, non_finite_rows
+from embedlib.failures import isolate_failures, unstorable_rows
 from embedlib.metrics import TextMetrics
 from embedlib.schema import TargetTable
 from embedlib.sink import Sink
@@ -124,8 +124,8 @@ class BatchWorker:
         metrics = TextMetrics.of(self._encoder, batch.texts, batch.token_counts)
         errors = dict(encoded.errors)
         if vectors is not None:
-            for position in non_finite_rows(vectors):
-                errors.setdefault(int(position), NON_FINITE)
+            for position, reason in unstorable_rows(vectors, self._spec.target.vector_type).items():
+                errors.setdefault(position, reason)
         # Expand per-text results to per-row, leaving out the rows of texts that failed.
         keep = np.ones(len(batch.texts), dtype=bool)
         keep[list(errors)] = False

@@ -129,13 +129,50 @@ def test_cli_index_and_search(dsn, tables):
     assert_clean_failure(run_cli("search", table, "x", "-k", "0", dsn=dsn), "expected a whole number >= 1")
 
 
-def _plan_uses(conn, table: str, index: str) -> bool:  # type: ignore[no-untyped-def]
+def _plan_uses(conn, table: str, index: str, target: str | None = None) -> bool:  # type: ignore[no-untyped-def]
     """Whether a nearest-neighbour query on the target is planned through ``index``."""
+    target = target or f"{table}_embeddings"
     with conn.cursor() as cur:
         cur.execute(
-            f'EXPLAIN SELECT id FROM "{table}_embeddings" WHERE model = %s '
-            f'ORDER BY embedding <=> (SELECT embedding FROM "{table}_embeddings" LIMIT 1) LIMIT 10',
+            f'EXPLAIN SELECT id FROM "{target}" WHERE model = %s '
+            f'ORDER BY embedding <=> (SELECT embedding FROM "{target}" LIMIT 1) LIMIT 10',
             ("all-MiniLM-L6-v2",),
         )
         plan = "\n".join(row[0] for row in cur.fetchall())
     return index in plan
+
+
+@pytest.mark.model
+def test_halfvec_halves_storage_at_a_measured_recall_cost(dsn, tables, sample_texts, conn):
+    """The sample set stored as vector and as halfvec: the half target's neighbours against the float's."""
+    table = tables.source(sample_texts)
+    half = f"{table}_half"
+    tables.created += [half, *(f"{half}_{kind}" for kind in ("errors", "leases", "claims"))]
+    exact = Ingestor(dsn, table=table)
+    exact.run()
+    halved = Ingestor(dsn, table=table, target=half, dtype="half")
+    halved.run()
+    queries = [text.split(" - ")[0].rsplit(" ", 1)[0] or text for text in sample_texts[7:2000:40]]  # 50 queries
+    truth = [{m.id for m in exact.search(query, k=10)} for query in queries]
+    tops = [exact.search(query, k=1)[0].text for query in queries]  # text: the sample repeats a few
+    figures = []
+    for label in ("halfvec exact", "halfvec HNSW"):
+        if label == "halfvec HNSW":
+            assert halved.build_index("hnsw", "cosine").created
+            assert _plan_uses(conn, table, f"{half}_hnsw_cosine", target=half)
+        found = [halved.search(query, k=10) for query in queries]
+        top1 = sum(f[0].text == t for f, t in zip(found, tops, strict=True))
+        recall = sum(len(t & {m.id for m in f}) for f, t in zip(found, truth, strict=True)) / (10 * len(queries))
+        figures.append(f"{label}: top-1 agrees {top1}/{len(queries)}, recall@10 {recall:.3f}")
+        assert top1 >= len(queries) - 2 and recall >= 0.9
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT avg(pg_column_size(f.embedding)), avg(pg_column_size(h.embedding)), "
+            "pg_table_size(%s::regclass), pg_table_size(%s::regclass) "
+            f'FROM "{table}_embeddings" f JOIN "{half}" h USING (id)',
+            (f'"{table}_embeddings"', f'"{half}"'),
+        )
+        float_bytes, half_bytes, float_table, half_table = cur.fetchone()
+    print(f"\nagainst exact float search, {len(queries)} queries over {len(sample_texts)} rows: " + "; ".join(figures))
+    print(f"vector bytes per row {float_bytes:.0f} -> {half_bytes:.0f}; table {float_table} -> {half_table} bytes")
+    assert half_bytes < 0.51 * float(float_bytes) and half_table < 0.7 * float_table

@@ -42,9 +42,7 @@ ACTOR_START_S = 300.0
 class RayExecutor(PipelinedExecutor):
     name = "ray"
 
-    def __init__(
-        self, workers: int = 2, *, address: str | None = None, num_gpus: float = 0.0, depth: int = 4
-    ) -> None:
+    def __init__(self, workers: int = 2, *, address: str | None = None, num_gpus: float = 0.0, depth: int = 4) -> None:
         super().__init__(workers, depth=depth, concurrent_encoding=True)  # one encoder thread per actor
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.num_gpus = num_gpus
