@@ -12,7 +12,6 @@ import json
 from importlib import resources
 
 from embedlib.db import connect, resolve_dsn
-from embedlib.encoder import resolve_encoder
 from embedlib.ingestor import Ingestor
 from embedlib.loader import load_lines
 from embedlib.schema import existing_target, find_relation, inspect_source
@@ -42,7 +41,7 @@ def run_demo(
         source = inspect_source(conn, DEMO_TABLE, "id", "text")
         target = existing_target(conn, source, None)
         assert target is not None, "the ingest above creates the target"
-        matches = nearest(conn, source, target, resolve_encoder(model), query, k=5)
+        matches = nearest(conn, source, target, model, query, k=5)
     finally:
         conn.close()
     if as_json:

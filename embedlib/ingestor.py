@@ -225,7 +225,7 @@ class Ingestor:
         conn = connect(resolve_dsn(self.settings.dsn), autocommit=True)
         try:
             source, target = self._embedded_tables(conn)
-            return nearest(conn, source, target, resolve_encoder(self.settings.model), query, k, metric or self.metric)
+            return nearest(conn, source, target, self.settings.model, query, k, metric or self.metric)
         finally:
             conn.close()
 

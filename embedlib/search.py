@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from psycopg2 import sql
 
 from embedlib.db import Connection, fetch_all, transaction
-from embedlib.encoder import Encoder
+from embedlib.encoder import Encoder, model_label, resolve_encoder
 from embedlib.errors import ConfigError, ModelError
 from embedlib.index import METRICS
 from embedlib.schema import SourceTable, TargetTable
@@ -36,18 +36,23 @@ def nearest(
     conn: Connection,
     source: SourceTable,
     target: TargetTable,
-    encoder: Encoder,
+    model: str | Encoder,
     query: str,
     k: int = 10,
     metric: str = "cosine",
 ) -> list[Match]:
-    """The ``k`` rows whose vectors are closest to ``query``'s, embedded by ``encoder``, closest first."""
+    """The ``k`` rows whose vectors are closest to ``query``'s, embedded by ``model``, closest first.
+
+    ``model`` is a name, path, URL or encoder, as ``Ingestor``'s; a name is
+    loaded only once the target is known to hold its vectors.
+    """
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r} (choose from: {', '.join(METRICS)})")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"k must be a whole number >= 1, got {k!r}")
-    check_model(conn, target, encoder.name)
-    vector = encoder.encode([query])[0]
+    name = model_label(model)
+    check_model(conn, target, name)
+    vector = resolve_encoder(model).encode([query])[0]
     literal = "[" + ",".join(repr(float(x)) for x in vector) + "]"
     statement = sql.SQL(
         """
@@ -68,7 +73,7 @@ def nearest(
         # SET LOCAL: for this query only, and harmless where no HNSW index is used.
         cur.execute("SET LOCAL hnsw.ef_search = %s", (max(40, k),))
         cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        cur.execute(statement, {"query": literal, "model": encoder.name, "k": k})
+        cur.execute(statement, {"query": literal, "model": name, "k": k})
         rows = cur.fetchall()
     # relaxed_order may return neighbours slightly out of order: put them in order
     return sorted((Match(*row) for row in rows), key=lambda match: match.distance)

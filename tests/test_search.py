@@ -105,6 +105,9 @@ def test_search_refuses_another_models_vectors_and_bad_input(dsn, tables):
     other = HashEncoder(16, name="other-encoder")
     with pytest.raises(ModelError, match="holds vectors of 'hash-encoder', not of 'other-encoder'"):
         Ingestor(dsn, table=table, model=other).search("text")
+    # checked before the model is looked for: a model that is not even installed gets the same answer
+    with pytest.raises(ModelError, match="holds vectors of 'hash-encoder', not of 'no-such-model'"):
+        Ingestor(dsn, table=table, model="no-such-model").search("text")
     ingestor = Ingestor(dsn, table=table, model=HashEncoder(16))
     assert ingestor.search("some text", k=1)[0].text == "some text"  # the same text: distance 0
     with pytest.raises(ConfigError, match="k must be a whole number >= 1"):
