@@ -6,8 +6,16 @@ The behaviour suite (``test_executors.py``) runs against it too, through
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
+import time
+from pathlib import Path
 
 import pytest
 from processes import start_cli
@@ -56,3 +64,43 @@ def test_cli_runs_on_ray(dsn, tables, sample_texts):
     assert proc.returncode == 0, err
     report = json.loads(out)
     assert (report["rows"], report["executor"], report["workers"]) == (60, "ray", 2)
+
+
+@pytest.mark.model
+def test_cli_joins_a_cluster_started_with_ray_start(dsn, tables, sample_texts):
+    """A cluster of one node, started as a user would (``ray start --head``), joined by address."""
+    port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
+    head = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--port", str(port), "--num-cpus", "2",
+         "--include-dashboard", "false", "--temp-dir", temp_dir, "--block"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_for_port(port, head)
+        table = tables.source(sample_texts[:40])
+        proc = start_cli("ingest", table, "20", "--executor", "ray", "--ray-address", f"127.0.0.1:{port}", "--json",
+                         dsn=dsn)  # fmt: skip
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        assert json.loads(out)["rows"] == 40
+    finally:
+        head.terminate()  # --block: the head takes its cluster's processes down with it
+        head.wait(timeout=120)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[str], timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"ray start exited: {process.stderr.read() if process.stderr else ''}"
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"ray start did not listen on port {port} within {timeout_s:.0f} s")

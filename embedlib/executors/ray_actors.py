@@ -27,9 +27,11 @@ import os
 import socket
 import threading
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from embedlib.batching import Batch
+from embedlib.db import one_line
 from embedlib.errors import ConfigError
 from embedlib.executors.base import Worker, WorkerFactory
 from embedlib.executors.pipelined import PipelinedExecutor
@@ -84,14 +86,7 @@ class RayExecutor(PipelinedExecutor):
 
     def _start_actors(self, ray: Any) -> None:
         if not ray.is_initialized():
-            _check_reachable(self.address)
-            ray.init(
-                address=self.address,
-                include_dashboard=False,
-                log_to_driver=False,
-                ignore_reinit_error=True,
-                logging_level=logging.ERROR,  # Ray's start-up notes are not the user's business; its errors are
-            )
+            _join(ray, self.address)
         # One CPU each while the cluster has enough, else a share: more actors than CPUs
         # asking for a whole one would wait for each other forever.
         cpus = min(1.0, float(ray.cluster_resources().get("CPU", 1)) / self.workers)
@@ -157,6 +152,55 @@ def _to_gpu_if_any(worker: Worker) -> None:
 
     if torch.cuda.is_available() and str(getattr(model, "device", "cpu")) == "cpu":
         model.to("cuda")
+
+
+def _join(ray: Any, address: str | None) -> None:
+    """Start a local Ray instance (no address), or join the cluster at ``address``."""
+    joining = bool(address) and address not in ("auto", "local")
+    if joining:
+        _check_reachable(address)
+        _send_token_if_any()
+    try:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            ignore_reinit_error=True,
+            logging_level=logging.ERROR,  # Ray's start-up notes are not the user's business; its errors are
+        )
+    except ConnectionError as exc:
+        raise ConfigError(
+            f"could not join the Ray cluster at {address!r} ({one_line(exc)}); if it requires a token, set "
+            f"RAY_AUTH_TOKEN or copy the head's {RAY_TOKEN_FILE} here"
+        ) from None
+
+
+# Where ``ray start --head`` keeps the token of a cluster that requires one (Ray >= 2.59 makes
+# such clusters by default), and which Ray's own tools read.
+RAY_TOKEN_FILE = "~/.ray/auth_token"
+
+
+def _send_token_if_any() -> None:
+    """Have the driver present the cluster token, where there is one.
+
+    Ray turns token authentication on for a cluster that ``ray start --head``
+    makes, but a driver joining it by address presents the token only under
+    ``RAY_AUTH_MODE=token`` and is refused otherwise. Set it when a token is
+    configured (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or the token
+    file), as Ray does itself for a local cluster; an explicit
+    ``RAY_AUTH_MODE`` is left alone. Nothing here reads or prints the token.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    configured = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if not configured and not Path(RAY_TOKEN_FILE).expanduser().is_file():
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        from ray._raylet import Config  # type: ignore[attr-defined]  # compiled; untyped
+    except ImportError:
+        return  # a Ray without token authentication: nothing to present
+    Config.initialize("")  # Ray reads RAY_AUTH_MODE when imported: have it read it again (as Ray itself does)
 
 
 def _check_reachable(address: str | None) -> None:
