@@ -22,6 +22,7 @@ from processes import start_cli
 from test_sharing import assert_shared_exactly_once, half_duplicated
 
 from embedlib import Ingestor, RayExecutor
+from tests.test_cli import assert_clean_failure, run_cli
 
 pytest.importorskip("ray", reason="the ray executor needs the optional extra embedlib[ray]")
 
@@ -84,6 +85,13 @@ def test_cli_joins_a_cluster_started_with_ray_start(dsn, tables, sample_texts):
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
         assert json.loads(out)["rows"] == 40
+        # Refused (Ray sends no token when told not to): one line naming Ray's reason, never the token.
+        pending = tables.source(sample_texts[40:45])
+        refused = run_cli("ingest", pending, "-q", "--executor", "ray", "--ray-address", f"127.0.0.1:{port}", dsn=dsn,
+                          env={"RAY_AUTH_MODE": "disabled"})  # fmt: skip
+        assert_clean_failure(refused, "could not join the Ray cluster", "Authentication token is missing or incorrect")
+        token = Path("~/.ray/auth_token").expanduser().read_text().strip()
+        assert token and token not in refused.stderr
     finally:
         head.terminate()  # --block: the head takes its cluster's processes down with it
         head.wait(timeout=120)

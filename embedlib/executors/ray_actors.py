@@ -21,14 +21,19 @@ needs embedlib and the model installed). Ray is an optional extra:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import logging
 import os
+import re
 import socket
+import sys
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from embedlib.batching import Batch
 from embedlib.db import one_line
@@ -156,23 +161,52 @@ def _to_gpu_if_any(worker: Worker) -> None:
 
 def _join(ray: Any, address: str | None) -> None:
     """Start a local Ray instance (no address), or join the cluster at ``address``."""
-    joining = bool(address) and address not in ("auto", "local")
-    if joining:
-        _check_reachable(address)
-        _send_token_if_any()
+    init = functools.partial(
+        ray.init,
+        address=address,
+        include_dashboard=False,
+        log_to_driver=False,
+        ignore_reinit_error=True,
+        logging_level=logging.ERROR,  # Ray's start-up notes are not the user's business; its errors are
+    )
+    if not address or address in ("auto", "local"):
+        init()
+        return
+    _check_reachable(address)
+    _send_token_if_any()
+    # Ray's C++ core writes a warning to file descriptor 2 every second while a
+    # join is refused: kept aside, and only the last one shown, in the one-line error.
+    with tempfile.TemporaryFile() as aside:
+        try:
+            with _fd2_to(aside):
+                init()
+            return
+        except ConnectionError as exc:
+            aside.seek(0)
+            reason = _last_complaint(aside.read().decode("utf-8", "replace")) or one_line(exc)
+    raise ConfigError(
+        f"could not join the Ray cluster at {address!r}: {reason}; if it requires a token, set "
+        f"RAY_AUTH_TOKEN or copy the head's {RAY_TOKEN_FILE} here"
+    )
+
+
+@contextlib.contextmanager
+def _fd2_to(file: IO[bytes]) -> Iterator[None]:
+    """Point file descriptor 2 (which C++ code writes to directly) at ``file`` for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(file.fileno(), 2)
     try:
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            log_to_driver=False,
-            ignore_reinit_error=True,
-            logging_level=logging.ERROR,  # Ray's start-up notes are not the user's business; its errors are
-        )
-    except ConnectionError as exc:
-        raise ConfigError(
-            f"could not join the Ray cluster at {address!r} ({one_line(exc)}); if it requires a token, set "
-            f"RAY_AUTH_TOKEN or copy the head's {RAY_TOKEN_FILE} here"
-        ) from None
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _last_complaint(log: str) -> str:
+    """The message of the last line of a C++ log, without its ``[time level pid] file.cc:line:`` prefix."""
+    lines = [line for line in log.splitlines() if line.strip()]
+    return re.sub(r"^\[[^\]]*\]\s*\S+:\d+:\s*", "", lines[-1]).strip() if lines else ""
 
 
 # Where ``ray start --head`` keeps the token of a cluster that requires one (Ray >= 2.59 makes
