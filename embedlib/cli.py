@@ -108,8 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     running.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     running.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
 
-    ingest = commands.add_parser("ingest", parents=[database, running], help="embed the rows of a table that need it")
-    ingest.add_argument("table", help="source table (optionally schema.table)")
+    # The source table and its columns (every command that takes a table), and the target.
+    source_options = _Parser(add_help=False)
+    source_options.add_argument("table", help="source table (optionally schema.table)")
+    source_options.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
+    source_options.add_argument("--id-column", default="id", help="unique id column (default: %(default)s)")
+    target_option = _Parser(add_help=False)
+    target_option.add_argument("--target", help="table for vectors and metrics (default: TABLE_embeddings)")
+
+    ingest = commands.add_parser(
+        "ingest",
+        parents=[database, running, source_options, target_option],
+        help="embed the rows of a table that need it",
+    )
     ingest.add_argument(
         "batch_size",
         nargs="?",
@@ -162,20 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("--limit", type=_positive_int, help="process at most this many pending rows")
     ingest.add_argument("--metrics-only", action="store_true", help="recompute metrics of embedded rows, no encoding")
-    ingest.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
-    ingest.add_argument("--id-column", default="id", help="unique id column (default: %(default)s)")
-    ingest.add_argument("--target", help="table for vectors and metrics (default: TABLE_embeddings)")
     ingest.set_defaults(handler=_ingest)
 
     bench = commands.add_parser(
         "bench",
-        parents=[database],
+        parents=[database, source_options],
         help="measure rows/s and speedup at 1, 2, 4, ... MAX_WORKERS workers on a table",
         description="Embed TABLE into a scratch target (dropped afterwards) at 1, 2, 4, ... MAX_WORKERS "
         "workers and print rows/s and speedup over 1 worker. A missing TABLE is created from the "
         "bundled sample sentences.",
     )
-    bench.add_argument("table", help="source table (optionally schema.table)")
     bench.add_argument("batch_size", type=_positive_int, help="texts per batch")
     bench.add_argument("max_workers", type=_positive_int, help="the most workers to measure")
     bench.add_argument("--executor", choices=[AUTO, *EXECUTORS], default=AUTO, help="(default: %(default)s)")
@@ -196,20 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--model", help=f"model name, path or service URL (default: {DEFAULT_MODEL})")
     bench.add_argument("--limit", type=_positive_int, help="embed at most this many rows per run")
-    bench.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
-    bench.add_argument("--id-column", default="id", help="unique id column (default: %(default)s)")
     bench.add_argument("--save", metavar="PATH", help="also save the figures and machine info as JSON to PATH")
     bench.add_argument("--json", action="store_true", help="print the figures as one JSON object on stdout")
     bench.set_defaults(handler=_bench)
 
-    table_options = _Parser(add_help=False)
-    table_options.add_argument("table", help="source table (optionally schema.table)")
-    table_options.add_argument("--target", help="table of vectors (default: TABLE_embeddings)")
-    table_options.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
-    table_options.add_argument("--id-column", default="id", help="unique id column (default: %(default)s)")
-
     index = commands.add_parser(
-        "index", parents=[database, table_options], help="build a pgvector index on a table's stored vectors"
+        "index",
+        parents=[database, source_options, target_option],
+        help="build a pgvector index on a table's stored vectors",
     )
     index.add_argument("--method", choices=METHODS, default="hnsw", help="(default: %(default)s)")
     index.add_argument("--metric", choices=METRICS, default="cosine", help="(default: %(default)s)")
@@ -217,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.set_defaults(handler=_index)
 
     search = commands.add_parser(
-        "search", parents=[database, table_options], help="the rows nearest to a query, by their stored vectors"
+        "search",
+        parents=[database, source_options, target_option],
+        help="the rows nearest to a query, by their stored vectors",
     )
     search.add_argument("query", help="text to search for")
     search.add_argument("-k", type=_positive_int, default=10, help="how many rows (default: %(default)s)")

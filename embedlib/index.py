@@ -65,6 +65,11 @@ def operator_class(target: TargetTable, metric: str) -> str:
 def check_choice(method: str, metric: str) -> None:
     if method not in METHODS:
         raise ConfigError(f"unknown index method {method!r} (choose from: {', '.join(METHODS)})")
+    check_metric(metric)
+
+
+def check_metric(metric: str) -> None:
+    """Refuse a metric pgvector has no operator for (index builds and searches alike)."""
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r} (choose from: {', '.join(METRICS)})")
 

@@ -19,7 +19,7 @@ from psycopg2 import sql
 from embedlib.db import Connection, fetch_all, transaction
 from embedlib.encoder import Encoder, model_label, resolve_encoder
 from embedlib.errors import ConfigError, ModelError
-from embedlib.index import METRICS
+from embedlib.index import check_metric
 from embedlib.schema import SourceTable, TargetTable
 from embedlib.source import has_vectors
 
@@ -46,8 +46,7 @@ def nearest(
     ``model`` is a name, path, URL or encoder, as ``Ingestor``'s; a name is
     loaded only once the target is known to hold its vectors.
     """
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric {metric!r} (choose from: {', '.join(METRICS)})")
+    check_metric(metric)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"k must be a whole number >= 1, got {k!r}")
     name = model_label(model)

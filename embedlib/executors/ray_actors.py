@@ -237,10 +237,8 @@ def _send_token_if_any() -> None:
     Config.initialize("")  # Ray reads RAY_AUTH_MODE when imported: have it read it again (as Ray itself does)
 
 
-def _check_reachable(address: str | None) -> None:
+def _check_reachable(address: str) -> None:
     """Fail in seconds, in one line, where ``ray.init`` would keep trying an address that is not there."""
-    if not address or address in ("auto", "local"):
-        return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
