@@ -26,7 +26,7 @@ demo: setup
 	$(BIN)/embedlib demo
 
 lint: setup
-	$(BIN)/ruff check embedlib tests benchmarks conftest.py
+	$(BIN)/ruff check embedlib tests benchmarks notebooks conftest.py
 	$(BIN)/mypy
 
 pytest: setup
