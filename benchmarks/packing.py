@@ -22,7 +22,7 @@ from benchmarks import workloads
 from embedlib.batching import budget_slices, encode_cost
 from embedlib.config import DEFAULT_BATCH_TOKENS
 from embedlib.encoder import resolve_encoder
-from embedlib.packing import PackedForward
+from embedlib.packing import PackedForward, preprocessor
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     costs = [encode_cost(t, c, encoder.max_tokens) for t, c in zip(texts, counts, strict=True)]  # type: ignore[attr-defined]
     ordered = sorted(range(len(texts)), key=lambda i: costs[i])
     slices = budget_slices([costs[i] for i in ordered], DEFAULT_BATCH_TOKENS)
-    calls = [model.preprocess([texts[i] for i in ordered[s]]) for s in slices]
+    calls = [preprocessor(model)([texts[i] for i in ordered[s]]) for s in slices]
     forwards: dict[str, Callable[[dict[str, Any]], Any]] = {
         "standard forward": lambda features: model.forward(dict(features))["sentence_embedding"],
         "packed forward": lambda features: packed(dict(features)),

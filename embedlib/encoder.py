@@ -24,7 +24,7 @@ import numpy as np
 
 from embedlib.config import DEFAULT_MODEL
 from embedlib.errors import ModelError
-from embedlib.packing import PackedForward
+from embedlib.packing import PackedForward, preprocessor
 from embedlib.remote import RemoteEncoder, is_remote, remote_label
 
 DEFAULT_MODEL_ALIASES = (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}")
@@ -84,10 +84,9 @@ class SentenceTransformerEncoder:
                 vectors = self._model.encode(list(texts), batch_size=max(1, len(texts)), convert_to_numpy=True)
                 return np.asarray(vectors, dtype=np.float32)
             device = self._model.device
-            preprocess = getattr(self._model, "preprocess", None) or self._model.tokenize  # renamed in ST 6
             features = {
                 key: value.to(device) if isinstance(value, torch.Tensor) else value
-                for key, value in preprocess(list(texts)).items()
+                for key, value in preprocessor(self._model)(list(texts)).items()
             }
             with torch.inference_mode():
                 if self._packed is not None:

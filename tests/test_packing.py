@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from embedlib.encoder import SentenceTransformerEncoder, resolve_encoder
-from embedlib.packing import PackedForward
+from embedlib.packing import PackedForward, preprocessor
 
 pytestmark = pytest.mark.model
 
 
 def standard_forward(model, texts):  # type: ignore[no-untyped-def]
     with torch.inference_mode():
-        return model.forward(dict(model.preprocess(texts)))["sentence_embedding"].numpy()
+        return model.forward(dict(preprocessor(model)(texts)))["sentence_embedding"].numpy()
 
 
 def test_the_default_model_encodes_without_padding_and_gets_the_standard_vectors(sample_texts, st_model):
