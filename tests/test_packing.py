@@ -25,6 +25,8 @@ def test_the_default_model_encodes_without_padding_and_gets_the_standard_vectors
     packed = encoder.encode(texts)
     np.testing.assert_allclose(packed, standard_forward(st_model, texts), atol=1e-6)
     np.testing.assert_allclose(packed, st_model.encode(texts, batch_size=len(texts)), atol=1e-5)
+    alone = texts[-2:-1]  # a call without padding skips the attention mask
+    np.testing.assert_allclose(encoder.encode(alone), standard_forward(st_model, alone), atol=1e-6)
 
 
 def test_a_forward_that_does_not_reproduce_the_model_is_not_used(st_model, monkeypatch):
