@@ -22,7 +22,7 @@ from benchmarks import workloads
 from embedlib.batching import budget_slices, encode_cost
 from embedlib.config import DEFAULT_BATCH_TOKENS
 from embedlib.encoder import resolve_encoder
-from embedlib.packing import PackedForward, preprocessor
+from embedlib.packing import preprocessor
 
 
 def main() -> None:
@@ -33,8 +33,7 @@ def main() -> None:
     import torch
 
     encoder = resolve_encoder("all-MiniLM-L6-v2")
-    model = encoder._model  # type: ignore[attr-defined]
-    packed = PackedForward.for_model(model)
+    model, packed = encoder._model, encoder._packed  # type: ignore[attr-defined]
     if packed is None:
         raise SystemExit("the packed forward does not apply to this model")
     texts = workloads.mixed_length(args.texts)
