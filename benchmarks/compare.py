@@ -23,6 +23,7 @@ from typing import Any
 from benchmarks import original, workloads
 from benchmarks.measure import Database, ingest_once, side_by_side, table_of, timed, warm_model
 from embedlib import ProcessExecutor
+from embedlib.cli import positive_int
 
 BATCH_SIZE = 100
 
@@ -147,7 +148,7 @@ SUITES = {"model": model_suite, "executors": executors_suite, "original": origin
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suites", nargs="*", metavar="SUITE", help=f"any of {', '.join(SUITES)} (default: all)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=positive_int, default=3)
     args = parser.parse_args()
     unknown = [name for name in args.suites if name not in SUITES]
     if unknown:

@@ -26,6 +26,8 @@ from psycopg2 import sql
 from benchmarks import workloads
 from benchmarks.measure import Database, ingest_once
 from embedlib import copybin
+from embedlib.cli import positive_int
+from embedlib.executors import AUTO, EXECUTORS
 from embedlib.testing import HashEncoder
 
 BATCH_SIZE = 1000
@@ -91,10 +93,10 @@ def peak_rss_mb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("rows", type=int)
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--executor", default="auto")
-    parser.add_argument("--workers", type=int)
+    parser.add_argument("rows", type=positive_int)
+    parser.add_argument("--rounds", type=positive_int, default=1)
+    parser.add_argument("--executor", choices=[AUTO, *EXECUTORS], default=AUTO)
+    parser.add_argument("--workers", type=positive_int)
     parser.add_argument("--load-only", action="store_true", help="create the source table, print its name")
     args = parser.parse_args()
     if args.load_only:

@@ -18,6 +18,7 @@ from psycopg2 import sql
 from benchmarks import workloads
 from benchmarks.measure import Database, Result, ingest_once, side_by_side
 from embedlib import Ingestor
+from embedlib.cli import positive_int
 from embedlib.db import fetch_all
 from embedlib.testing import HashEncoder
 
@@ -27,8 +28,8 @@ DTYPES = ("float", "half")
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("rows", type=int, nargs="?", default=100_000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("rows", type=positive_int, nargs="?", default=100_000)
+    parser.add_argument("--rounds", type=positive_int, default=2)
     args = parser.parse_args()
     encoder = HashEncoder(384)
     db = Database()

@@ -20,6 +20,7 @@ import numpy as np
 
 from benchmarks import workloads
 from embedlib.batching import budget_slices, encode_cost
+from embedlib.cli import positive_int
 from embedlib.config import DEFAULT_BATCH_TOKENS
 from embedlib.encoder import resolve_encoder
 from embedlib.packing import preprocessor
@@ -27,8 +28,8 @@ from embedlib.packing import preprocessor
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("texts", type=int, nargs="?", default=400)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("texts", type=positive_int, nargs="?", default=400)
+    parser.add_argument("--rounds", type=positive_int, default=3)
     args = parser.parse_args()
     import torch
 

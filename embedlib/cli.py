@@ -38,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     running = _Parser(add_help=False)
     running.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         help="parallel workers: writer threads (pipelined), threads, or processes "
         "(default: $EMBED_WORKERS, else the executor's own)",
     )
@@ -124,10 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "batch_size",
         nargs="?",
-        type=_positive_int,
+        type=positive_int,
         help=f"texts per batch: one transaction, one or more encode calls ({DEFAULT_BATCH_SIZE})",
     )
-    ingest.add_argument("--batch-size", dest="batch_size_option", type=_positive_int, help="same as BATCH_SIZE")
+    ingest.add_argument("--batch-size", dest="batch_size_option", type=positive_int, help="same as BATCH_SIZE")
     ingest.add_argument(
         "--batch-tokens",
         type=lambda text: _int_at_least(text, 0),
@@ -143,13 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument(
         "--max-attempts",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_ATTEMPTS,
         help="runs that try a row the model fails on before leaving it out (default: %(default)s)",
     )
     ingest.add_argument(
         "--window-size",
-        type=_positive_int,
+        type=positive_int,
         help="source rows read, deduplicated and sorted at a time; also the span each run sharing "
         "the table leases (default: 10000, or 10 batches if larger)",
     )
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how a new target stores vectors: float (pgvector vector) or half (halfvec: half the space, "
         "recall cost in the README); default: the existing target's type, else float",
     )
-    ingest.add_argument("--limit", type=_positive_int, help="process at most this many pending rows")
+    ingest.add_argument("--limit", type=positive_int, help="process at most this many pending rows")
     ingest.add_argument("--metrics-only", action="store_true", help="recompute metrics of embedded rows, no encoding")
     ingest.set_defaults(handler=_ingest)
 
@@ -183,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         "workers and print rows/s and speedup over 1 worker. A missing TABLE is created from the "
         "bundled sample sentences.",
     )
-    bench.add_argument("batch_size", type=_positive_int, help="texts per batch")
-    bench.add_argument("max_workers", type=_positive_int, help="the most workers to measure")
+    bench.add_argument("batch_size", type=positive_int, help="texts per batch")
+    bench.add_argument("max_workers", type=positive_int, help="the most workers to measure")
     bench.add_argument("--executor", choices=[AUTO, *EXECUTORS], default=AUTO, help="(default: %(default)s)")
     bench.add_argument(
         "--db-latency-ms",
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="encode through a local OpenAI-compatible service that takes MS per request",
     )
     bench.add_argument("--model", help=f"model name, path or service URL (default: {DEFAULT_MODEL})")
-    bench.add_argument("--limit", type=_positive_int, help="embed at most this many rows per run")
+    bench.add_argument("--limit", type=positive_int, help="embed at most this many rows per run")
     bench.add_argument("--save", metavar="PATH", help="also save the figures and machine info as JSON to PATH")
     bench.add_argument("--json", action="store_true", help="print the figures as one JSON object on stdout")
     bench.set_defaults(handler=_bench)
@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the rows nearest to a query, by their stored vectors",
     )
     search.add_argument("query", help="text to search for")
-    search.add_argument("-k", type=_positive_int, default=10, help="how many rows (default: %(default)s)")
+    search.add_argument("-k", type=positive_int, default=10, help="how many rows (default: %(default)s)")
     search.add_argument("--model", default=DEFAULT_MODEL, help="the model that made the vectors (default: %(default)s)")
     search.add_argument("--metric", choices=METRICS, default="cosine", help="(default: %(default)s)")
     search.add_argument("--json", action="store_true", help="print the matches as JSON lines")
