@@ -17,6 +17,7 @@ from psycopg2 import sql
 
 from embedlib.db import connect, ensure_vector_extension
 from embedlib.executors import EXECUTORS
+from embedlib.schema import SIDE_TABLES
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +51,7 @@ class Tables:
     def name(self, prefix: str = "t") -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"
         self.created += [name, f"{name}_embeddings"]
-        self.created += [f"{name}_embedding_{kind}" for kind in ("errors", "leases", "claims")]
+        self.created += [f"{name}_embedding_{kind}" for kind in SIDE_TABLES]
         return name
 
     def source(self, texts: Sequence[str | None], *, prefix: str = "t", id_type: str = "bigint") -> str:

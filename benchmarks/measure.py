@@ -20,6 +20,7 @@ from psycopg2 import sql
 from embedlib import Ingestor, IngestReport, copybin
 from embedlib.db import connect, ensure_vector_extension, resolve_dsn
 from embedlib.encoder import resolve_encoder
+from embedlib.schema import SIDE_TABLES
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Database:
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
 
     def close(self) -> None:
-        beside = ("embeddings", "original", "embedding_errors", "embedding_leases", "embedding_claims")
+        beside = ("embeddings", "original", *(f"embedding_{kind}" for kind in SIDE_TABLES))
         self.drop(*(f"{t}_{kind}" for t in self._tables for kind in beside))
         self.drop(*self._tables)
         self.conn.close()

@@ -44,7 +44,7 @@ from embedlib.executors import AUTO, Executor, ProcessExecutor, make_executor
 from embedlib.ingestor import Ingestor
 from embedlib.loader import load_lines
 from embedlib.metrics import IngestReport
-from embedlib.schema import find_relation, inspect_source
+from embedlib.schema import SIDE_TABLES, find_relation, inspect_source
 from embedlib.testing import HashEncoder
 
 COMPUTE, DB_LATENCY, REMOTE_ENCODER = "compute", "db-latency", "remote-encoder"
@@ -179,7 +179,7 @@ def drop_scratch(dsn: str, source: Source, target: str) -> None:
     try:
         schema = inspect_source(conn, source.table, source.id_column, source.text_column).schema
         with conn.cursor() as cur:
-            for name in (target, f"{target}_errors", f"{target}_leases", f"{target}_claims"):
+            for name in (target, *(f"{target}_{kind}" for kind in SIDE_TABLES)):
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, name)))
     finally:
         conn.close()

@@ -10,7 +10,6 @@ work under way is run again on a new connection, with backoff.
 from __future__ import annotations
 
 import contextlib
-import logging
 import random
 import re
 import time
@@ -21,9 +20,11 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from embedlib.errors import DatabaseError
+from embedlib.errors import DatabaseError, one_line
+from embedlib.redaction import get_logger, normalize_dsn, remember_dsn
+from embedlib.redaction import redact as redaction_redact
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Connection = psycopg2.extensions.connection
 T = TypeVar("T")
@@ -33,8 +34,9 @@ DEFAULT_RECONNECT_S = 60.0  # how long a Session keeps trying to get its connect
 # before the fault counts as persistent (a statement that crashes the server's backend, say).
 MAX_RETRIES_OF_A_UNIT = 10
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]*)(?=@)", re.I)
-_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+# A quoted fragment of a DSN in libpq's complaint about it ('missing "=" after "..."'):
+# it may be a piece of a password, so none is shown.
+_QUOTED = re.compile(r'"([^"]*)"')
 
 
 def resolve_dsn(dsn: str | None) -> str:
@@ -47,38 +49,27 @@ def resolve_dsn(dsn: str | None) -> str:
 
 
 def redact(text: str, dsn: str | None = None) -> str:
-    """``text`` with any password (in URL or keyword form, or the DSN's own) replaced by ``***``."""
-    text = _URL_PASSWORD.sub(r"\g<head>***", text)
-    text = _KEYWORD_PASSWORD.sub(r"\g<head>***", text)
-    password = _password_of(dsn) if dsn else None
-    if password:
-        text = text.replace(password, "***")
-    return text
-
-
-def _password_of(dsn: str) -> str | None:
-    try:
-        return psycopg2.extensions.parse_dsn(dsn).get("password") or None
-    except psycopg2.ProgrammingError:
-        return None
+    """``text`` through the one redactor (``redaction.redact``), which learns ``dsn``'s password first."""
+    remember_dsn(dsn)
+    return redaction_redact(text)
 
 
 def connect(dsn: str, *, autocommit: bool = False) -> Connection:
-    """Open a connection, or raise a DatabaseError whose message names no password."""
+    """Open a connection, or raise a DatabaseError whose message names no password.
+
+    A URL whose password holds characters libpq would cut it at (``@``,
+    ``/``, a stray ``%``) is percent-encoded first (``redaction.normalize_dsn``).
+    """
+    remember_dsn(dsn)
     try:
-        conn = psycopg2.connect(dsn, application_name="embedlib", connect_timeout=10)
-    except psycopg2.ProgrammingError as exc:  # malformed DSN
-        raise DatabaseError(f"invalid database dsn: {redact(one_line(exc), dsn)}") from None
+        conn = psycopg2.connect(normalize_dsn(dsn), application_name="embedlib", connect_timeout=10)
+    except psycopg2.ProgrammingError as exc:  # malformed DSN: its fragments are not shown
+        complaint = _QUOTED.sub(lambda quoted: quoted.group(0) if len(quoted.group(1)) < 2 else '"..."', one_line(exc))
+        raise DatabaseError(f"invalid database dsn: {redact(complaint)}") from None
     except psycopg2.Error as exc:
-        raise DatabaseError(f"cannot connect to the database: {redact(one_line(exc), dsn)}") from None
+        raise DatabaseError(f"cannot connect to the database: {redact(one_line(exc))}") from None
     conn.autocommit = autocommit
     return conn
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of an exception's message (psycopg2 adds DETAIL/HINT lines)."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def qualified(schema: str, name: str) -> sql.Composed:

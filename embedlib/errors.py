@@ -34,3 +34,9 @@ class ModelError(EmbedlibError):
 class EncoderUnavailable(ModelError):
     """The encoder cannot work at all for now (a service down, a key refused): no text is to
     blame, so the run stops instead of filing texts as failed (see failures.isolate_failures)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (psycopg2 adds DETAIL/HINT lines), else its class name."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

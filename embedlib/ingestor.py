@@ -27,7 +27,7 @@ from embedlib.db import (
     resolve_dsn,
     transaction,
 )
-from embedlib.encoder import Encoder, encodes_concurrently, model_label, resolve_encoder
+from embedlib.encoder import Encoder, encodes_concurrently, model_identity, resolve_encoder
 from embedlib.errors import ConfigError, EmbedlibError, SchemaError
 from embedlib.executors import Executor, WorkerFactory, make_executor
 from embedlib.index import IndexReport, build_index, check_choice
@@ -37,14 +37,24 @@ from embedlib.schema import (
     SourceTable,
     TargetTable,
     check_dtype,
+    claim_target,
     ensure_side_tables,
     ensure_target,
     existing_target,
     inspect_source,
+    model_key,
 )
 from embedlib.search import Match, nearest
 from embedlib.sink import clear_resolved_errors, refresh_frequency
-from embedlib.source import PendingReader, Retries, Span, count_given_up, count_pending, duplicate_counts
+from embedlib.source import (
+    PendingReader,
+    Retries,
+    Span,
+    count_given_up,
+    count_null_ids,
+    count_pending,
+    duplicate_counts,
+)
 from embedlib.worker import BatchWorker, WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -160,7 +170,13 @@ class Ingestor:
             # Each worker holds one connection for the whole run: the pool is as big as the executor.
             session.run(lambda conn: check_connection_room(conn, self.executor.workers))
             retries = Retries(s.max_attempts, session.run(_server_time))
-            source, target, label, pending = session.run(lambda conn: self._prepare(conn, retries))
+            prepared = session.run(lambda conn: self._prepare(conn, retries))
+            source, target, label, pending = prepared.source, prepared.target, prepared.model_key, prepared.pending
+            if prepared.null_ids:
+                log.warning(
+                    "%d rows of %s have a NULL %r and are left out: embedlib keys vectors by it; give them ids",
+                    prepared.null_ids, source.label, source.id_column,
+                )  # fmt: skip
             setup_s = time.perf_counter() - started
             report = IngestReport(
                 table=source.label,
@@ -173,6 +189,7 @@ class Ingestor:
                 setup_s=setup_s,
             )
             report.pending = pending if limit is None else min(pending, limit)
+            report.null_ids = prepared.null_ids
             report.given_up = session.run(lambda conn: count_given_up(conn, source, target, retries))
             duplicates = session.run(lambda conn: duplicate_counts(conn, source))
             spec = WorkerSpec(
@@ -183,8 +200,9 @@ class Ingestor:
                 batch_tokens=s.batch_tokens,
                 reconnect_s=s.reconnect_s,
                 holder=holder,
+                model_key=label,
             )
-            encoder = resolve_encoder(s.model) if pending else None  # loaded already when rows are pending
+            encoder = resolve_encoder(s.model) if prepared.to_encode else None  # loaded already if so
             options = PlanOptions(
                 batch_size=s.batch_size,
                 max_tokens=getattr(encoder, "max_tokens", None),
@@ -260,39 +278,45 @@ class Ingestor:
 
             return build_index(dsn, target, method=method, metric=metric, on_progress=show)
 
-    def _prepare(self, conn: Connection, retries: Retries) -> tuple[SourceTable, TargetTable, str, int]:
+    def _prepare(self, conn: Connection, retries: Retries) -> _Prepared:
         """Check everything before writing anything: source, model, then extension and target.
 
-        Returns the tables, the model's label and the number of pending rows.
-        The model is loaded only when there is work (a few seconds saved on
-        every run over an up-to-date table): a missing or different model
-        always finds work, since rows embedded by another model are pending.
+        The model is loaded only when there is text to encode (a few seconds
+        saved on every run over an up-to-date table): a missing or different
+        model always finds work, since rows embedded by another model are
+        pending. Its identity (``encoder.model_identity``) needs no load.
         """
         s = self.settings
         with transaction(conn):
             source = inspect_source(conn, s.table, s.id_column, s.text_column)
-            label = model_label(s.model)
+            identity = model_identity(s.model)
             target = existing_target(conn, source, s.target)
+            key = None
             if target is not None:
                 check_dtype(target, s.dtype)
                 ensure_side_tables(conn, target)
+                claim_target(conn, target, source)
+                key = model_key(conn, target, identity)
                 clear_resolved_errors(conn, target)  # retries that worked in a run that ended early
             if s.metrics_only and target is None:
                 raise SchemaError(f"table {s.target_table!r} does not exist yet: run ingest without --metrics-only")
-            pending = None
-            if target is not None:
-                pending = count_pending(conn, source, target, label, retries, metrics_only=s.metrics_only)
+            counts = None
+            if target is not None and key is not None:
+                counts = count_pending(conn, source, target, key, retries, metrics_only=s.metrics_only)
             if s.metrics_only:
-                if pending:
+                if counts and counts[1]:
                     resolve_encoder(s.model)  # its tokenizer counts tokens
-            elif pending is None or pending > 0:
+            elif counts is None or counts[1] > 0:
                 encoder = resolve_encoder(s.model)
                 ensure_vector_extension(conn)
                 target = ensure_target(conn, source, s.target, encoder.dimension, s.dtype)
-            assert target is not None
-            if pending is None:
-                pending = count_pending(conn, source, target, label, retries)
-            return source, target, label, pending
+                claim_target(conn, target, source)
+                key = model_key(conn, target, identity)
+            assert target is not None and key is not None
+            if counts is None:
+                counts = count_pending(conn, source, target, key, retries)
+            null_ids = count_null_ids(conn, source)
+            return _Prepared(source, target, key, counts[0], counts[1], null_ids)
 
     def _passes(self, run: _Run, options: PlanOptions, limit: int | None) -> None:
         """The first pass over the spans this run leases; then passes over those with rows deferred,
@@ -355,6 +379,18 @@ class Ingestor:
                 run.report.autoscale_steps = list(scaler.steps)
         run.report.read_s += reader.seconds
         return planner
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What a run found before writing anything."""
+
+    source: SourceTable
+    target: TargetTable
+    model_key: str  # the name its vectors are stored under in this target (see schema.model_key)
+    pending: int  # rows that need work
+    to_encode: int  # of those, rows with text (the others are blank)
+    null_ids: int  # rows that cannot be embedded: no id to key them by
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,16 @@ from collections.abc import Iterable, Iterator
 from psycopg2 import sql
 
 from embedlib import copybin
-from embedlib.db import Connection
+from embedlib.db import Connection, qualified
 from embedlib.errors import ConfigError
-from embedlib.schema import find_relation, inspect_source
+from embedlib.schema import find_relation, inspect_source, split_name
 
 CHUNK_LINES = 10_000
 
 
 def load_lines(conn: Connection, table: str, lines: Iterable[str], *, text_column: str = "text") -> int:
-    """Append one row per non-empty line to ``table``, creating ``table(id, text)`` if missing.
+    """Append one row per non-empty line to ``table``, creating ``table(id, text)`` if missing
+    (``schema.table`` in that schema, which must exist).
 
     All lines go in one transaction: a bad line (a NUL character, which
     PostgreSQL text cannot hold) leaves the table as it was.
@@ -24,7 +25,8 @@ def load_lines(conn: Connection, table: str, lines: Iterable[str], *, text_colum
     found = find_relation(conn, table)
     ident: sql.Composable
     if found is None:
-        ident = sql.Identifier(table)
+        schema, name = split_name(table)  # as ingest reads it: schema.name, or a "quoted.name"
+        ident = sql.Identifier(name) if schema is None else qualified(schema, name)
         with conn.cursor() as cur:
             cur.execute(
                 sql.SQL(

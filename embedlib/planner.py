@@ -1,7 +1,8 @@
 """From windows of pending rows to batches: what to skip, what to reuse, what to encode.
 
 For each window the planner
-- counts blank rows as skipped (and deletes the vectors they had: that text is gone);
+- counts blank rows as skipped and records them so (and deletes the vectors they had: that
+  text is gone), so that they are not pending again until their text changes;
 - folds rows with the same text, so each distinct text is encoded once;
 - reuses the vector the target already holds for a text (same model), by
   hash, so a text that appears again later in the run, or was embedded by an
@@ -26,7 +27,7 @@ from embedlib.batching import Batch, PendingRow, TextGroup, batch_of, group_by_t
 from embedlib.claims import Leases
 from embedlib.db import Session
 from embedlib.schema import TargetTable
-from embedlib.sink import delete_embeddings
+from embedlib.sink import skip_blank
 from embedlib.source import PendingReader, Span, has_vectors, stored_vectors
 
 
@@ -82,15 +83,14 @@ class Planner:
 
     def _plan(self, window: list[PendingRow]) -> Iterator[Batch]:
         options = self._options
-        rows, blank_ids = [], []
+        rows: list[PendingRow] = []
+        blank: list[PendingRow] = []
         for row in window:
-            if is_blank(row.text):
-                blank_ids.append(row.id)
-            else:
-                rows.append(row)
-        self.skipped += len(blank_ids)
-        if blank_ids and not options.metrics_only:
-            self._session.run(lambda conn: delete_embeddings(conn, self._target, blank_ids))
+            (blank if is_blank(row.text) else rows).append(row)
+        self.skipped += len(blank)
+        if blank and not options.metrics_only:
+            ids, hashes = [row.id for row in blank], [str(row.text_hash) for row in blank]
+            self._session.run(lambda conn: skip_blank(conn, self._target, ids, hashes))
         groups = group_by_text(rows)
         if options.count_tokens is not None and groups:
             for group, count in zip(groups, options.count_tokens([g.text for g in groups]), strict=True):

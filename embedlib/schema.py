@@ -7,13 +7,19 @@ catalog's own ``format_type``, which quotes what needs quoting.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from psycopg2 import sql
 
 from embedlib.db import Connection, fetch_all, qualified
 from embedlib.errors import SchemaError
+
+if TYPE_CHECKING:
+    from embedlib.encoder import ModelIdentity
 
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names
 
@@ -48,6 +54,7 @@ class SourceTable(Relation):
     id_column: str
     text_column: str
     id_type: str  # as format_type prints it, e.g. 'bigint' or 'character varying(20)'
+    id_nullable: bool = False  # a UNIQUE id column may hold NULLs: those rows cannot be keyed (see source)
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,37 @@ class TargetTable(Relation):
         """Texts claimed by running ingestors (see claims)."""
         return Relation(self.schema, f"{self.stem}_claims")
 
+    @property
+    def meta(self) -> Relation:
+        """What the target serves: its source and columns, and the models its vectors come from."""
+        return Relation(self.schema, f"{self.stem}_meta")
+
+
+def split_name(name: str) -> tuple[str | None, str]:
+    """``(schema or None, name)`` from ``name`` or ``schema.name``; a part in double quotes is taken
+    as it is, as SQL does (``"a.b"`` is one name with a dot, ``""`` a quote in it)."""
+    parts: list[str] = []
+    rest = name
+    while True:
+        if rest.startswith('"'):
+            match = re.match(r'"((?:[^"]|"")*)"', rest)
+            if match is None:
+                raise SchemaError(f"unterminated quote in table name {name!r}")
+            parts.append(match.group(1).replace('""', '"'))
+            rest = rest[match.end() :]
+        else:
+            part, dot, after = rest.partition(".")
+            parts.append(part)
+            rest = dot + after
+        if not rest:
+            break
+        if not rest.startswith(".") or len(parts) == 2:
+            raise SchemaError(f"table name {name!r} is not NAME or SCHEMA.NAME (quote a name with a dot: '\"a.b\"')")
+        rest = rest[1:]
+    if not all(parts):
+        raise SchemaError(f"table name {name!r} has an empty part")
+    return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+
 
 def find_relation(conn: Connection, name: str) -> tuple[str, str, int] | None:
     """(schema, name, oid) of a table, view or materialized view called ``name``.
@@ -90,20 +128,21 @@ def find_relation(conn: Connection, name: str) -> tuple[str, str, int] | None:
     ``name`` is looked up as it is on the search path first, so a table whose
     name contains a dot still works; failing that, ``schema.table``.
     """
-    rows = fetch_all(
-        conn,
-        """
+    on_path = """
         SELECT n.nspname, c.relname, c.oid::int
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relname = %(name)s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
           AND n.nspname = ANY (current_schemas(false))
         ORDER BY array_position(current_schemas(false), n.nspname)
         LIMIT 1
-        """,
-        {"name": name},
-    )
-    if not rows and "." in name:
-        schema, _, relname = name.partition(".")
+        """
+    rows = fetch_all(conn, on_path, {"name": name})
+    if rows:
+        return (rows[0][0], rows[0][1], rows[0][2])
+    schema, relname = split_name(name)
+    if schema is None:
+        rows = fetch_all(conn, on_path, {"name": relname})
+    else:
         rows = fetch_all(
             conn,
             """
@@ -131,7 +170,7 @@ def _columns(conn: Connection, oid: int) -> dict[str, tuple[int, str, str]]:
 
 
 def inspect_source(conn: Connection, table: str, id_column: str, text_column: str) -> SourceTable:
-    """Check that ``table`` exists with a unique id column and a text column."""
+    """Check that ``table`` exists with a unique id column and a text column (the same column may be both)."""
     found = find_relation(conn, table)
     if found is None:
         raise SchemaError(f"table {table!r} does not exist")
@@ -144,35 +183,82 @@ def inspect_source(conn: Connection, table: str, id_column: str, text_column: st
     if text_category != "S":
         raise SchemaError(f"column {text_column!r} of table {table!r} is {text_type}, not a text type")
     id_attnum, id_type, _ = columns[id_column]
-    unique = fetch_all(
+    kind, children, not_null = fetch_all(
         conn,
         """
-        SELECT 1 FROM pg_index
-        WHERE indrelid = %s AND indisunique AND indnkeyatts = 1 AND indkey[0] = %s
-          AND indpred IS NULL AND indexprs IS NULL
+        SELECT c.relkind::text,
+               (SELECT array_agg(k.relname::text ORDER BY k.relname) FROM pg_inherits i
+                JOIN pg_class k ON k.oid = i.inhrelid WHERE i.inhparent = c.oid AND c.relkind = 'r'),
+               (SELECT a.attnotnull FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum = %s)
+        FROM pg_class c WHERE c.oid = %s
+        """,
+        (id_attnum, oid),
+    )[0]
+    if children:
+        # A parent's unique index does not cover its children's rows, which a read of it includes.
+        raise SchemaError(
+            f"table {table!r} has inheritance children ({', '.join(children)}) whose ids its unique index "
+            "does not cover, so ids may repeat; embed each child table on its own"
+        )
+    _check_unique(conn, table, oid, kind, id_column, id_attnum)
+    return SourceTable(schema, name, id_column, text_column, id_type, id_nullable=not not_null)
+
+
+def _check_unique(conn: Connection, table: str, oid: int, kind: str, id_column: str, id_attnum: int) -> None:
+    """Embeddings are keyed by id: without uniqueness two rows would fight over one embedding,
+    and reading in id order could skip rows. Each refusal says what applies to the relation at hand."""
+    if kind in ("v", "f"):
+        what = "a view" if kind == "v" else "a foreign table"
+        raise SchemaError(
+            f"{table!r} is {what}, which cannot have the unique index on {id_column!r} that embedlib keys "
+            "vectors by; embed the table it reads, or a materialized view with a unique index on the id"
+        )
+    indexes = fetch_all(
+        conn,
+        """
+        SELECT indnkeyatts = 1 AND indpred IS NULL AND indexprs IS NULL,
+               (SELECT string_agg(a.attname, ', ' ORDER BY k.n) FROM unnest(indkey) WITH ORDINALITY k(attnum, n)
+                JOIN pg_attribute a ON a.attrelid = indrelid AND a.attnum = k.attnum)
+        FROM pg_index WHERE indrelid = %s AND indisunique AND %s = ANY (indkey)
         """,
         (oid, id_attnum),
     )
-    if not unique:
-        # Embeddings are keyed by id: without uniqueness two rows would fight
-        # over one embedding, and reading in id order could skip rows.
+    if any(single for single, _ in indexes):
+        return
+    composite = next((columns for _, columns in indexes), None)
+    if composite:
         raise SchemaError(
-            f"column {id_column!r} of table {table!r} has no unique index; embedlib keys embeddings "
-            f"by it (add one, e.g. ALTER TABLE ... ADD PRIMARY KEY ({id_column}))"
+            f"column {id_column!r} of table {table!r} is unique only together with others ({composite}); "
+            "embedlib keys vectors by one unique column: add one, e.g. ALTER TABLE ... ADD COLUMN embed_id "
+            "bigint GENERATED ALWAYS AS IDENTITY UNIQUE, and pass --id-column embed_id"
         )
-    return SourceTable(schema, name, id_column, text_column, id_type)
+    advice = "CREATE UNIQUE INDEX ON ... ({})" if kind == "m" else "ALTER TABLE ... ADD PRIMARY KEY ({})"
+    raise SchemaError(
+        f"column {id_column!r} of table {table!r} has no unique index; embedlib keys embeddings "
+        f"by it (add one, e.g. {advice.format(id_column)})"
+    )
 
 
 def target_name(source: SourceTable, target: str | None) -> tuple[str, str]:
-    """(schema, name) of the target: ``<table>_embeddings`` beside the source unless named."""
-    name = target or f"{source.name}_embeddings"
+    """(schema, name) of the target: ``<table>_embeddings`` beside the source unless named; a name
+    without a schema lives in the source's schema, whatever the search path says."""
+    schema, name = split_name(target) if target else (None, f"{source.name}_embeddings")
     _check_length(name)
-    return source.schema, name
+    return schema or source.schema, name
 
 
-def side_table_stem(source: SourceTable, target: str | None) -> str:
-    """``<table>_embedding`` for the default target (so ``<table>_embedding_errors``), else the target's name."""
-    stem = target or f"{source.name}_embedding"
+def side_table_stem(conn: Connection, schema: str, name: str) -> str:
+    """What the tables beside the target ``schema.name`` are named after: ``x_embedding`` for a
+    target ``x_embeddings`` (so ``x_embedding_errors``), else the target's name.
+
+    It depends on the target alone, so every source naming the same target
+    finds the same side tables (and its record of what it serves). An older
+    target named ``..._embeddings`` through --target keeps its ``<name>_errors``.
+    """
+    stem = name[: -len("s")] if name.endswith("_embeddings") else name
+    older = qualified(schema, f"{name}_errors").as_string(conn)
+    if stem != name and fetch_all(conn, "SELECT to_regclass(%s) IS NOT NULL", (older,))[0][0]:
+        stem = name
     _check_length(f"{stem}_errors")
     return stem
 
@@ -185,37 +271,53 @@ def _check_length(name: str) -> None:
 
 
 def existing_target(conn: Connection, source: SourceTable, target: str | None) -> TargetTable | None:
-    """The target table if it exists, checked against what embedlib writes."""
+    """The target table if it exists, checked against what embedlib writes and against the source it serves."""
     schema, name = target_name(source, target)
-    found = find_relation(conn, target) if target else None
-    if found is None:
-        rows = fetch_all(
-            conn,
-            "SELECT c.oid::int FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relname = %s AND n.nspname = %s",
-            (name, schema),
-        )
-        if not rows:
-            return None
-        found = (schema, name, rows[0][0])
-    schema, name, oid = found
+    rows = fetch_all(
+        conn,
+        "SELECT n.oid IS NOT NULL, c.oid::int, c.relkind::text FROM (SELECT %s::text AS nspname) w "
+        "LEFT JOIN pg_namespace n ON n.nspname = w.nspname "
+        "LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = %s",
+        (schema, name),
+    )
+    schema_exists, oid, kind = rows[0]
+    if not schema_exists:
+        raise SchemaError(f"schema {schema!r} of target {f'{schema}.{name}'!r} does not exist")
+    if oid is None:
+        return None
+    label = f"{schema}.{name}"
+    if kind not in ("r", "p"):
+        raise SchemaError(f"{label!r} exists but is not a table; choose another --target")
     columns = _columns(conn, oid)
     missing = [c for c in ("id", "embedding", *METRIC_COLUMNS) if c not in columns]
     if missing:
         raise SchemaError(
-            f"table {name!r} exists but is not an embedlib target (no column {missing[0]!r}); "
+            f"table {label!r} exists but is not an embedlib target (no column {missing[0]!r}); "
             "choose another name with --target"
         )
     match = re.fullmatch(r"(vector|halfvec)\((\d+)\)", columns["embedding"][1])
     if match is None:
-        raise SchemaError(f"column 'embedding' of {name!r} is {columns['embedding'][1]}, not vector(n) or halfvec(n)")
+        raise SchemaError(f"column 'embedding' of {label!r} is {columns['embedding'][1]}, not vector(n) or halfvec(n)")
     if columns["id"][1] != source.id_type:
         raise SchemaError(
-            f"column 'id' of {name!r} is {columns['id'][1]} but {source.id_column!r} of "
+            f"column 'id' of {label!r} is {columns['id'][1]} but {source.id_column!r} of "
             f"{source.name!r} is {source.id_type}; choose another --target"
         )
+    if not fetch_all(conn, _PRIMARY_KEY_ON_ID, (oid, columns["id"][0]))[0][0]:
+        raise SchemaError(
+            f"target {label!r} has no primary key on id (restored without it?); add it before embedding "
+            f"into it: ALTER TABLE {sql.Identifier(schema).as_string(conn)}.{sql.Identifier(name).as_string(conn)} "
+            "ADD PRIMARY KEY (id)"
+        )
     vector_type, dimension = match.group(1), int(match.group(2))
-    return TargetTable(schema, name, source.id_type, dimension, side_table_stem(source, target), vector_type)
+    table = TargetTable(schema, name, source.id_type, dimension, side_table_stem(conn, schema, name), vector_type)
+    check_owner(conn, table, source)
+    return table
+
+
+_PRIMARY_KEY_ON_ID = (
+    "SELECT EXISTS (SELECT FROM pg_index WHERE indrelid = %s AND indisprimary AND indnkeyatts = 1 AND indkey[0] = %s)"
+)
 
 
 def check_dtype(target: TargetTable, dtype: str | None) -> None:
@@ -243,7 +345,7 @@ def ensure_target(
     table = existing_target(conn, source, target)
     if table is None:
         vector_type = VECTOR_TYPES[dtype or "float"]
-        table = TargetTable(schema, name, source.id_type, dimension, side_table_stem(source, target), vector_type)
+        table = TargetTable(schema, name, source.id_type, dimension, side_table_stem(conn, schema, name), vector_type)
         with conn.cursor() as cur:
             cur.execute(
                 sql.SQL(
@@ -310,7 +412,13 @@ _SIDE_TABLES = {
     "first_id {id_type} NOT NULL, last_id {id_type} NOT NULL)",
     "claims": "CREATE UNLOGGED TABLE IF NOT EXISTS {table} (model text NOT NULL, text_hash text NOT NULL, "
     "holder int4 NOT NULL, PRIMARY KEY (model, text_hash))",
+    # What the target serves (key 'source': schema, table, id and text column, as JSON) and
+    # which model each name in its ``model`` column stands for (key 'model:<name>': identity).
+    "meta": "CREATE TABLE IF NOT EXISTS {table} (key text PRIMARY KEY, value text NOT NULL)",
 }
+
+
+SIDE_TABLES = tuple(_SIDE_TABLES)  # the suffixes of the tables beside a target: <stem>_errors, ...
 
 
 def ensure_side_tables(conn: Connection, target: TargetTable) -> None:
@@ -321,3 +429,76 @@ def ensure_side_tables(conn: Connection, target: TargetTable) -> None:
             continue
         with conn.cursor() as cur:
             cur.execute(sql.SQL(statement).format(table=table.ident, id_type=sql.SQL(target.id_type)))
+
+
+def _owner(source: SourceTable) -> str:
+    return json.dumps([source.schema, source.name, source.id_column, source.text_column])
+
+
+def _has_meta(conn: Connection, target: TargetTable) -> bool:
+    return bool(fetch_all(conn, "SELECT to_regclass(%s) IS NOT NULL", (target.meta.ident.as_string(conn),))[0][0])
+
+
+def check_owner(conn: Connection, target: TargetTable, source: SourceTable) -> None:
+    """Refuse a target that serves another source, or other columns of this one: its rows are keyed
+    by that source's ids, and writing this source's vectors would overwrite them."""
+    if not _has_meta(conn, target):
+        return  # made before targets recorded their source: claim_target records this one
+    query = sql.SQL("SELECT value FROM {} WHERE key = 'source'").format(target.meta.ident)
+    rows = fetch_all(conn, query)
+    if not rows or rows[0][0] == _owner(source):
+        return
+    schema, name, id_column, text_column = json.loads(rows[0][0])
+    raise SchemaError(
+        f"target {target.label!r} holds the vectors of {schema}.{name} (id {id_column!r}, text {text_column!r}), "
+        f"not of {source.label} (id {source.id_column!r}, text {source.text_column!r}); choose another --target"
+    )
+
+
+def claim_target(conn: Connection, target: TargetTable, source: SourceTable) -> None:
+    """Record that ``target`` serves ``source`` (kept if recorded already; ``check_owner`` refused any other)."""
+    statement = sql.SQL("INSERT INTO {} (key, value) VALUES ('source', %s) ON CONFLICT (key) DO NOTHING")
+    with conn.cursor() as cur:
+        cur.execute(statement.format(target.meta.ident), (_owner(source),))
+
+
+def model_key(conn: Connection, target: TargetTable, identity: ModelIdentity, *, create: bool = True) -> str | None:
+    """The name stored in the target's ``model`` column for the model ``identity`` is.
+
+    The model's label when no other model holds it in this target, else the
+    label and the start of the identity's digest: two models typed the same
+    way (``./m`` in two directories) never share vectors, and the name people
+    read stays short. A target made before identities were recorded adopts
+    its labels for the first model that uses them. ``create=False`` (search):
+    None if the target knows no such model.
+    """
+    meta = target.meta.ident
+    if not _has_meta(conn, target):
+        return identity.label if not create else _allocate(conn, target, identity)
+    rows = fetch_all(
+        conn,
+        sql.SQL("SELECT substr(key, 7) FROM {} WHERE key LIKE 'model:%%' AND value = %s ORDER BY key LIMIT 1").format(
+            meta
+        ),
+        (identity.key,),
+    )
+    if rows:
+        return str(rows[0][0])
+    return _allocate(conn, target, identity) if create else None
+
+
+def _allocate(conn: Connection, target: TargetTable, identity: ModelIdentity) -> str:
+    digest = hashlib.sha256(identity.key.encode()).hexdigest()
+    insert = sql.SQL("INSERT INTO {} (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING").format(
+        target.meta.ident
+    )
+    for name in (identity.label, f"{identity.label}@{digest[:8]}", f"{identity.label}@{digest}"):
+        with conn.cursor() as cur:
+            cur.execute(insert, (f"model:{name}", identity.key))
+            taken_by_me = cur.rowcount == 1
+        if taken_by_me or fetch_all(
+            conn, sql.SQL("SELECT value = %s FROM {} WHERE key = %s").format(target.meta.ident),
+            (identity.key, f"model:{name}"),
+        )[0][0]:
+            return name
+    raise SchemaError(f"target {target.label!r} has no free name for model {identity.label!r}")  # a digest collision

@@ -222,18 +222,30 @@ def _metric_columns(text_hashes: Sequence[str] | np.ndarray, metrics: TextMetric
     ]
 
 
-def delete_embeddings(conn: Connection, target: TargetTable, ids: Sequence[str]) -> int:
-    """Remove the vectors of rows whose text is now blank: they describe text that is gone."""
+# The errors table's record of a blank row: nothing was tried (attempts 0), and until its text
+# changes (text_hash) the row is not pending (see source._chunk_rows).
+SKIPPED_BLANK = "skipped: the text is NULL, empty or whitespace"
+
+
+def skip_blank(conn: Connection, target: TargetTable, ids: Sequence[str], text_hashes: Sequence[str]) -> None:
+    """Note rows whose text is blank as skipped, and remove the vectors they had (that text is gone). Commits."""
     if not ids:
-        return 0
-    statement = sql.SQL("DELETE FROM {target} WHERE id = ANY (CAST(%s AS {id_type}[]))").format(
-        target=target.ident, id_type=sql.SQL(target.id_type)
+        return
+    id_type = sql.SQL(target.id_type)
+    delete = sql.SQL("DELETE FROM {target} WHERE id = ANY (CAST(%s AS {id_type}[]))").format(
+        target=target.ident, id_type=id_type
     )
-    with conn.cursor() as cur:
-        cur.execute(statement, (list(ids),))
-        deleted = cur.rowcount
-    conn.commit()
-    return deleted
+    record = sql.SQL(
+        """
+        INSERT INTO {errors} AS e (id, text_hash, error, attempts)
+        SELECT CAST(f.id AS {id_type}), f.text_hash, %s, 0 FROM unnest(%s::text[], %s::text[]) AS f(id, text_hash)
+        ON CONFLICT (id) DO UPDATE SET text_hash = EXCLUDED.text_hash, error = EXCLUDED.error, attempts = 0,
+            first_failed_at = now(), failed_at = now()
+        """
+    ).format(errors=target.errors.ident, id_type=id_type)
+    with transaction(conn), conn.cursor() as cur:
+        cur.execute(delete, (list(ids),))
+        cur.execute(record, (SKIPPED_BLANK, list(ids), list(text_hashes)))
 
 
 def clear_resolved_errors(conn: Connection, target: TargetTable) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 from psycopg2 import sql
 
 from embedlib import copybin
-from embedlib.batching import PendingRow
+from embedlib.batching import PendingRow, is_blank
 from embedlib.claims import Leases
 from embedlib.db import Connection, Session, fetch_all
 from embedlib.schema import SourceTable, TargetTable
@@ -34,17 +34,34 @@ _NEEDS_EMBEDDING = sql.SQL(
 )
 # Rows already embedded from their current text (what --metrics-only recomputes).
 _EMBEDDED = sql.SQL("t.id IS NOT NULL AND t.text_hash = h.md5 AND t.model = %(model)s")
+# Text that holds something to embed (close to batching.is_blank, which decides: a row this
+# calls blank and Python does not is still embedded, only counted as not needing the model).
+_NOT_BLANK = sql.SQL("s.text ~ '[^[:space:]]'")
+
+
+_ALL = sql.SQL("TRUE")
+
+
+def rows_of(source: SourceTable, where: sql.Composable = _ALL) -> sql.Composed:
+    """The source's rows as ``(id, text)``, whatever its columns are called (one column may be both),
+    its text as ``text`` (a ``char(n)``'s padding is not text), and never a row without an id."""
+    return sql.SQL(
+        "(SELECT {id} AS id, CAST({text} AS text) AS text FROM {source} WHERE {id} IS NOT NULL AND {where})"
+    ).format(
+        id=sql.Identifier(source.id_column),
+        text=sql.Identifier(source.text_column),
+        source=source.ident,
+        where=where,
+    )
 
 
 def _condition(metrics_only: bool) -> sql.SQL:
     return _EMBEDDED if metrics_only else _NEEDS_EMBEDDING
 
 
-def _chunk_rows(
-    source: SourceTable, target: TargetTable, chunk: sql.Composable, *, up_to_highest: bool = False
-) -> sql.Composed:
-    """``FROM``: rows of ``chunk`` (a relation with the source's columns) as ``s``, their md5 as
-    ``h.md5`` and their target row, if any, as ``t``.
+def _chunk_rows(target: TargetTable, chunk: sql.Composable, *, up_to_highest: bool = False) -> sql.Composed:
+    """``FROM``: rows of ``chunk`` (``rows_of`` the source) as ``s``, the md5 of their text as
+    ``h.md5`` (of '' for NULL: blank either way) and their target row, if any, as ``t``.
 
     ``up_to_highest``: look rows up only up to the target's highest id, as
     it is when the query runs (NULL for an empty target; one index lookup,
@@ -56,27 +73,22 @@ def _chunk_rows(
 
     ``e`` is the row's error record if it holds the row back: the same text
     failed ``%(max_attempts)s`` times already, or failed during this run
-    (since ``%(run_started)s``), so a second pass does not retry it at once.
+    (since ``%(run_started)s``), so a second pass does not retry it at once;
+    or it was blank and skipped (``attempts`` 0: nothing to try, see
+    ``sink.record_skipped``), so it is not pending until its text changes.
     """
-    parts = {
-        "chunk": chunk,
-        "text": sql.Identifier(source.text_column),
-        "target": target.ident,
-        "errors": target.errors.ident,
-        "id": sql.Identifier(source.id_column),
-        "id_type": sql.SQL(source.id_type),  # format_type: quoted already
-    }
+    parts = {"chunk": chunk, "target": target.ident, "errors": target.errors.ident}
     rows = (
-        "FROM {chunk} s CROSS JOIN LATERAL (SELECT md5(s.{text})) AS h(md5) "
-        "LEFT JOIN {errors} e ON e.id = s.{id} AND e.text_hash = h.md5 "
-        "AND (e.attempts >= %(max_attempts)s OR e.failed_at >= %(run_started)s) "
+        "FROM {chunk} s CROSS JOIN LATERAL (SELECT md5(coalesce(s.text, ''))) AS h(md5) "
+        "LEFT JOIN {errors} e ON e.id = s.id AND e.text_hash = h.md5 "
+        "AND (e.attempts = 0 OR e.attempts >= %(max_attempts)s OR e.failed_at >= %(run_started)s) "
     )
     if not up_to_highest:
-        return sql.SQL(rows + "LEFT JOIN {target} t ON t.id = s.{id}").format(**parts)
+        return sql.SQL(rows + "LEFT JOIN {target} t ON t.id = s.id").format(**parts)
     return sql.SQL(
         rows + "LEFT JOIN LATERAL (SELECT t.id, t.text_hash, t.model FROM {target} t "
         # OFFSET 0 keeps the subquery whole, so its test of s.id runs before the probe
-        "WHERE t.id = s.{id} AND s.{id} <= (SELECT hi.id FROM {target} hi ORDER BY hi.id DESC LIMIT 1) "
+        "WHERE t.id = s.id AND s.id <= (SELECT hi.id FROM {target} hi ORDER BY hi.id DESC LIMIT 1) "
         "OFFSET 0) t ON TRUE"
     ).format(**parts)
 
@@ -101,11 +113,22 @@ def count_pending(
     retries: Retries,
     *,
     metrics_only: bool = False,
-) -> int:
-    query = sql.SQL("SELECT count(*) {rows} WHERE {cond}").format(
-        rows=_chunk_rows(source, target, source.ident), cond=_condition(metrics_only)
+) -> tuple[int, int]:
+    """Rows that need work, and how many of them hold text to encode (the others are blank:
+    they need their old vector removed and a record that they were skipped, not the model)."""
+    query = sql.SQL("SELECT count(*), count(*) FILTER (WHERE {text}) {rows} WHERE {cond}").format(
+        text=_NOT_BLANK, rows=_chunk_rows(target, rows_of(source)), cond=_condition(metrics_only)
     )
-    return int(fetch_all(conn, query, {"model": model, **retries.parameters()})[0][0])
+    pending, with_text = fetch_all(conn, query, {"model": model, **retries.parameters()})[0]
+    return int(pending), int(with_text)
+
+
+def count_null_ids(conn: Connection, source: SourceTable) -> int:
+    """Rows whose id is NULL (a UNIQUE column may hold many): nothing can key their vectors."""
+    if not source.id_nullable:
+        return 0
+    query = sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL").format(source.ident, sql.Identifier(source.id_column))
+    return int(fetch_all(conn, query)[0][0])
 
 
 def count_given_up(conn: Connection, source: SourceTable, target: TargetTable, retries: Retries) -> int:
@@ -199,25 +222,17 @@ class PendingReader:
         self._spans = spans
         self.seconds = 0.0
         self.span: Span | None = None
-        id_column = sql.Identifier(source.id_column)
-        chunk = sql.SQL(
-            "(SELECT {id}, {text} FROM {source} WHERE {id} >= CAST(%(first)s AS {id_type}) "
-            "AND {id} <= CAST(%(last)s AS {id_type}))"
-        ).format(
-            id=id_column,
-            text=sql.Identifier(source.text_column),
-            source=source.ident,
+        span = sql.SQL("{id} >= CAST(%(first)s AS {id_type}) AND {id} <= CAST(%(last)s AS {id_type})").format(
+            id=sql.Identifier(source.id_column),
             id_type=sql.SQL(source.id_type),  # format_type: quoted already
         )
         # The text only of rows that need work.
         self._query = sql.SQL(
-            "SELECT s.{id}::text, {cond}, CASE WHEN {cond} THEN s.{text} END, h.md5, t.id IS NOT NULL "
-            "{rows} ORDER BY s.{id}"
+            "SELECT s.id::text, {cond}, CASE WHEN {cond} THEN s.text END, h.md5, t.id IS NOT NULL "
+            "{rows} ORDER BY s.id"
         ).format(
-            id=id_column,
-            text=sql.Identifier(source.text_column),
             cond=_condition(metrics_only),
-            rows=_chunk_rows(source, target, chunk, up_to_highest=True),
+            rows=_chunk_rows(target, rows_of(source, span), up_to_highest=True),
         )
 
     def __iter__(self) -> Iterator[list[PendingRow]]:
@@ -246,9 +261,9 @@ class PendingReader:
                 for row_id, pending, text, text_hash, stored in chunk
                 if pending
             ]
-            if remaining is not None:
-                window = window[:remaining]
-                remaining -= len(window)
+            if remaining is not None:  # blank rows cost nothing and count for nothing
+                window = _first_with_text(window, remaining)
+                remaining -= sum(not is_blank(row.text) for row in window)
             after, self.span = span[1], span
             if window:
                 yield window
@@ -256,3 +271,13 @@ class PendingReader:
 
     def _lease(self, after: str | None, size: int) -> Span | None:
         return self._session.run(lambda conn: self._leases.take(conn, after, size))
+
+
+def _first_with_text(window: list[PendingRow], count: int) -> list[PendingRow]:
+    """The rows of ``window`` up to and including its ``count``-th row with text (blank rows among them)."""
+    seen = 0
+    for position, row in enumerate(window):
+        seen += not is_blank(row.text)
+        if seen == count:
+            return window[: position + 1]
+    return window

@@ -17,7 +17,7 @@ import numpy as np
 
 from embedlib.batching import Batch, budget_slices, encode_cost
 from embedlib.db import DEFAULT_RECONNECT_S
-from embedlib.encoder import model_label, resolve_encoder
+from embedlib.encoder import resolve_encoder
 from embedlib.failures import isolate_failures, unstorable_rows
 from embedlib.metrics import TextMetrics
 from embedlib.schema import TargetTable
@@ -35,6 +35,7 @@ class WorkerSpec:
     batch_tokens: int = 0  # a token budget per encode call (see batching.budget_slices); 0: one call a batch
     reconnect_s: float = DEFAULT_RECONNECT_S  # how long a lost connection is retried (see db.Session)
     holder: int | None = None  # the run's key among ingestors sharing the table (see claims)
+    model_key: str = ""  # the name the model's vectors are stored under (see schema.model_key)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class BatchWorker:
     def sink(self) -> Sink:
         if self._sink is None:
             spec = self._spec
-            self._sink = Sink(spec.dsn, spec.target, model_label(spec.model), reconnect_s=spec.reconnect_s)
+            self._sink = Sink(spec.dsn, spec.target, spec.model_key, reconnect_s=spec.reconnect_s)
         return self._sink
 
     def __call__(self, batch: Batch) -> BatchResult:

@@ -28,12 +28,14 @@ class BrokenEncoder(HashEncoder):
         raise RuntimeError("no model here")
 
 
-def error_rows(conn, table: str) -> list[tuple]:
+def error_rows(conn, table: str, *, skipped: bool = False) -> list[tuple]:
+    """Rows the model failed on (attempts >= 1), or with ``skipped`` the blank rows noted as skipped."""
     with conn.cursor() as cur:
         cur.execute(
-            sql.SQL("SELECT id, text_hash, error, attempts FROM {} ORDER BY id").format(
+            sql.SQL("SELECT id, text_hash, error, attempts FROM {} WHERE (attempts = 0) = %s ORDER BY id").format(
                 sql.Identifier(f"{table}_embedding_errors")
-            )
+            ),
+            (skipped,),
         )
         return cur.fetchall()
 
@@ -169,6 +171,9 @@ def test_hostile_rows_through_the_cli(dsn, conn, tables, sample_texts):
     assert (report["skipped"], report["failed"]) == (len(blank), 1)
     assert error_rows(conn, table) == [
         (int(ids["raises"]), md5(hostile["raises"]), "RuntimeError: the model choked", 1)
+    ]
+    assert [(row[0], row[1]) for row in error_rows(conn, table, skipped=True)] == [
+        (int(ids[name]), md5(hostile[name] or "")) for name in ("null", "empty", "whitespace")
     ]
     assert "embedlib: warning: 1 rows failed to embed" in result.stderr
     assert "Traceback" not in result.stderr
