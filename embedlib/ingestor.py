@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from embedlib.executors import Executor, WorkerFactory, make_executor
 from embedlib.index import IndexReport, build_index, check_choice
 from embedlib.metrics import IngestReport
 from embedlib.planner import Planner, PlanOptions
+from embedlib.redaction import get_logger
 from embedlib.schema import (
     SourceTable,
     TargetTable,
@@ -57,7 +57,7 @@ from embedlib.source import (
 )
 from embedlib.worker import BatchWorker, WorkerSpec
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # How long a run waits for another run sharing the table to store a text they
 # both need, before encoding it itself: that run should take seconds.

@@ -21,10 +21,11 @@ model here.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-log = logging.getLogger(__name__)
+from embedlib.redaction import get_logger
+
+log = get_logger(__name__)
 
 # Short, long and past the model's limit: a call mostly of padding, with truncation. The longest alone is
 # probed too: a call without padding takes another path through attention.

@@ -8,7 +8,6 @@ build workers in threads or in other processes alike.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,10 +19,11 @@ from embedlib.db import DEFAULT_RECONNECT_S
 from embedlib.encoder import resolve_encoder
 from embedlib.failures import isolate_failures, unstorable_rows
 from embedlib.metrics import TextMetrics
+from embedlib.redaction import get_logger
 from embedlib.schema import TargetTable
 from embedlib.sink import Sink
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
