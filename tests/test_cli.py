@@ -14,7 +14,7 @@ import sys
 import pytest
 from psycopg2 import sql
 
-from embedlib.schema import find_relation
+from embedlib.schema import SIDE_TABLES, find_relation
 
 
 def run_cli(*args: str, dsn: str | None, env: dict[str, str] | None = None, stdin: str | None = None):
@@ -161,7 +161,7 @@ def test_hostile_identifiers_name_real_objects_and_run_nothing_else(dsn, conn, t
     tables.created += [
         source,
         f"{source}_embeddings",
-        *(f"{source}_embedding_{k}" for k in ("errors", "leases", "claims")),
+        *(f"{source}_embedding_{k}" for k in SIDE_TABLES),
     ]
     with conn.cursor() as cur:
         cur.execute(sql.SQL("CREATE TABLE {} (n int)").format(sql.Identifier(canary)))
@@ -182,7 +182,7 @@ def test_hostile_identifiers_name_real_objects_and_run_nothing_else(dsn, conn, t
         after = {row[0] for row in cur.fetchall()}
         cur.execute(sql.SQL("SELECT n FROM {}").format(sql.Identifier(canary)))
         assert cur.fetchall() == [(1,)]
-    expected = {f"{source}_embeddings", *(f"{source}_embedding_{k}" for k in ("errors", "leases", "claims"))}
+    expected = {f"{source}_embeddings", *(f"{source}_embedding_{k}" for k in SIDE_TABLES)}
     assert after - before == expected  # the tables embedlib makes, and nothing else
 
     # the same names, one character off, name nothing: one line, nothing created

@@ -13,6 +13,7 @@ from psycopg2 import sql
 
 from embedlib import ConfigError, Ingestor, SchemaError
 from embedlib.failures import BEYOND_HALF
+from embedlib.schema import SIDE_TABLES
 from embedlib.testing import HashEncoder
 from tests.test_cli import assert_clean_failure, run_cli
 
@@ -20,7 +21,7 @@ from tests.test_cli import assert_clean_failure, run_cli
 def half_target(tables, table: str) -> str:  # type: ignore[no-untyped-def]
     """The name of ``table``'s half target, registered to be dropped after the test."""
     name = f"{table}_half"
-    tables.created += [name, *(f"{name}_{kind}" for kind in ("errors", "leases", "claims"))]
+    tables.created += [name, *(f"{name}_{kind}" for kind in SIDE_TABLES)]
     return name
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from embedlib import ConfigError, Ingestor, ModelError, SchemaError
+from embedlib.schema import SIDE_TABLES
 from embedlib.testing import HashEncoder
 from tests.test_cli import assert_clean_failure, run_cli
 
@@ -150,7 +151,7 @@ def test_halfvec_halves_storage_at_a_measured_recall_cost(dsn, tables, sample_te
     """The sample set stored as vector and as halfvec: the half target's neighbours against the float's."""
     table = tables.source(sample_texts)
     half = f"{table}_half"
-    tables.created += [half, *(f"{half}_{kind}" for kind in ("errors", "leases", "claims"))]
+    tables.created += [half, *(f"{half}_{kind}" for kind in SIDE_TABLES)]
     exact = Ingestor(dsn, table=table)
     exact.run()
     halved = Ingestor(dsn, table=table, target=half, dtype="half")
