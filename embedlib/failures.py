@@ -4,7 +4,10 @@ When the model raises on a batch, the batch is split in halves, and each
 half that fails again is split again, until the texts that fail are found
 alone: about 2 log2(n) extra calls for one bad text among n. Their rows go
 to the errors table (see ``Sink.record_failures``) and the run goes on.
-A vector with NaN or infinity in it is a failure too: it is never stored.
+A vector with NaN or infinity in it is a failure too: it is never stored;
+so is the all-zero vector, which has no direction (cosine distance to it
+is undefined, and pgvector answers NaN). Every reason written to the errors
+table goes through ``redaction.redact``: an encoder's message may quote a key.
 """
 
 from __future__ import annotations
@@ -15,16 +18,18 @@ import numpy as np
 
 from embedlib.db import one_line
 from embedlib.errors import EncoderUnavailable
+from embedlib.redaction import redact
 
 NON_FINITE = "the model returned a non-finite vector (NaN or infinity)"
+ZERO_VECTOR = "the model returned the zero vector, which has no direction (cosine distance to it is undefined)"
 BEYOND_HALF = "the vector has values beyond halfvec's range (+-65504): store it with --dtype float"
 HALF_MAX = float(np.finfo(np.float16).max)
 _MAX_MESSAGE = 1000  # characters of an error kept in the errors table
 
 
 def describe(exc: BaseException) -> str:
-    """An exception as one line for the errors table."""
-    return f"{type(exc).__name__}: {one_line(exc)}"[:_MAX_MESSAGE]
+    """An exception as one line for the errors table, secrets masked (before it is cut: no half key is left)."""
+    return redact(f"{type(exc).__name__}: {one_line(exc)}")[:_MAX_MESSAGE]
 
 
 def isolate_failures(
@@ -69,13 +74,18 @@ def isolate_failures(
 def unstorable_rows(vectors: np.ndarray, vector_type: str) -> dict[int, str]:
     """Why each vector that cannot be stored as ``vector_type`` cannot (by position).
 
-    NaN or infinity never is; for halfvec, neither is a value float16 would
-    turn into infinity (pgvector refuses those, and with them the whole batch).
+    NaN or infinity never is, nor the zero vector (as stored: for halfvec,
+    one whose values all round to zero in float16); for halfvec, neither is
+    a value float16 would turn into infinity (pgvector refuses those, and
+    with them the whole batch).
     """
     reasons = {int(position): NON_FINITE for position in np.flatnonzero(~np.isfinite(vectors).all(axis=1))}
-    if vector_type == "halfvec":
-        with np.errstate(invalid="ignore"):  # NaN compares as False here: already a reason above
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float16 or NaN: not zero, and a reason of its own
+        as_stored = vectors.astype(np.float16) if vector_type == "halfvec" else vectors
+        for position in np.flatnonzero(~as_stored.any(axis=1)):
+            reasons.setdefault(int(position), ZERO_VECTOR)
+        if vector_type == "halfvec":
             beyond = np.flatnonzero((np.abs(vectors) > HALF_MAX).any(axis=1))
-        for position in beyond:
-            reasons.setdefault(int(position), BEYOND_HALF)
+            for position in beyond:
+                reasons.setdefault(int(position), BEYOND_HALF)
     return reasons

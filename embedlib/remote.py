@@ -5,28 +5,56 @@
 (TEI), Ollama, vLLM and LiteLLM all serve. ``#name`` after the URL is the
 ``model`` field sent (``http://localhost:11434/v1#nomic-embed-text``) and
 the name stored with each vector; without it the URL is stored. The key,
-if the service wants one, comes from ``$EMBEDLIB_API_KEY`` or
-``$OPENAI_API_KEY`` and never appears in the URL, logs or errors.
+if the service wants one, comes from ``api_key=``, ``$EMBEDLIB_API_KEY``
+or ``$OPENAI_API_KEY``; it is given to ``redaction.remember_secret`` when
+the encoder is made, and every message of the service's own that embedlib
+passes on (an error body, a warning, an exception) goes through
+``redaction.redact``, so a service that echoes the request's headers or
+the key does not put the key on screen, in a log or in the errors table.
 
 - Batching: each ``encode`` is sent in requests of at most ``max_inputs``
   texts (TEI's default limit is 32).
 - Concurrency: calls are independent (no lock), so every worker of the
   threaded executor has its own requests in flight. That is where many
   workers pay: the service does the work, the workers only wait.
-- Retries: a refused or dropped connection, a timeout, 429 and 5xx are
-  retried with exponential backoff (0.5 s up to 8 s, or the service's
-  ``Retry-After``) for up to ``retry_s``; then the run stops
-  (``EncoderUnavailable``), as it does at once on 401, 403 and 404 (a key or
-  URL that is wrong). Other 4xx (a text too long, say) fail that request
-  only: the texts behind it are found and recorded like any the model fails on.
+- Retries: a refused or dropped connection, a timeout, a reply that is not
+  HTTP or is cut short, 429 and 5xx are retried with exponential backoff (0.5 s up to 8 s,
+  or the service's ``Retry-After``) for up to ``retry_s``; then the run
+  stops (``EncoderUnavailable``), as it does at once on 401, 403 and 404 (a
+  key or URL that is wrong) and on a redirect (the key is not sent on to
+  another address: give the URL redirected to). Other 4xx (a text too long,
+  say) fail that request only: the texts behind it are found and recorded
+  like any the model fails on.
+
+A 200 that is nonsense is never stored. What is wrong with the reply as a
+whole is the service's fault, not a text's: the run stops at once with one
+line naming the service and what came (``EncoderUnavailable``; no text is
+blamed, rows stored before keep their vectors, a later run goes on):
+
+- a body that is not JSON (an HTML page from a proxy or a login portal:
+  "sent text/html, not JSON"), or JSON that is not an embeddings list (no
+  ``data`` list, an item without an ``embedding``, an embedding that is
+  not a list of numbers or base64 of float32, strings among the numbers);
+- a count of vectors other than the count of texts sent; indices that are
+  not each of ``0..n-1`` once (all at 0, repeated, missing, out of range;
+  a reply with no ``index`` at all is taken in its order);
+- vectors of unequal lengths within a reply, or of another dimension than
+  the one the first request found (a model swapped under a running ingest).
+
+What is wrong with one vector is that text's: a vector of NaN or infinity
+(base64 float32 carries them, and Python's JSON reads ``NaN`` and
+``Infinity``) and the all-zero vector (it has no direction: cosine distance
+to it is undefined) are passed on as they came, and
+``failures.unstorable_rows`` records their rows as failed, as it does for
+every encoder; the rest of the batch is stored.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import http.client
 import json
-import logging
 import os
 import random
 import time
@@ -34,12 +62,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from embedlib import redaction
 from embedlib.errors import EncoderUnavailable, ModelError
 
-log = logging.getLogger(__name__)
+log = redaction.get_logger(__name__)
 
 SCHEMES = ("http://", "https://")
 MAX_INPUTS = 32
@@ -49,6 +79,8 @@ _TIMEOUT_S = 60.0
 _RETRIED_STATUS = {408, 429, 500, 502, 503, 504}
 _SERVICE_STATUS = {401, 403, 404, 405}  # the key, the URL or the method is wrong: no text is to blame
 _BACKOFF_S = (0.5, 8.0)
+_SHOWN = 200  # characters of the service's own words kept in a message
+_READ = 1 << 16  # characters of them read, to be redacted before they are cut to _SHOWN
 
 
 def is_remote(model: object) -> bool:
@@ -77,6 +109,13 @@ def remote_label(model: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as the HTTPError it is: the request (and its key) goes nowhere else."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class RemoteEncoder:
     """Texts in, vectors out, through an OpenAI-compatible ``/embeddings`` endpoint. Thread-safe."""
 
@@ -98,8 +137,11 @@ class RemoteEncoder:
         self.retry_s = retry_s
         self.timeout_s = timeout_s
         self._api_key = api_key or os.environ.get("EMBEDLIB_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        redaction.remember_secret(self._api_key)
+        self._opener = urllib.request.build_opener(_NoRedirect)
         self.encoding_format = "base64"
         self.retries = 0  # requests sent again after a retryable failure, over this encoder's life
+        self._dimension: int | None = None  # every reply's, once the first one has set it
         self.dimension = self._first_contact(min(retry_s, FIRST_CONTACT_RETRY_S))
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -118,7 +160,8 @@ class RemoteEncoder:
         except _Refused:  # perhaps only the format: try floats, which every such service speaks
             self.encoding_format = "float"
             probe = self._request(["dimension probe"], retry_s=retry_s, warn=False)
-        return int(probe.shape[1])
+        self._dimension = int(probe.shape[1])
+        return self._dimension
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         parts = [
@@ -142,27 +185,45 @@ class RemoteEncoder:
         while True:
             request = urllib.request.Request(self.endpoint, data=data, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    return _vectors(json.load(response), len(texts), self.name)
+                with self._opener.open(request, timeout=self.timeout_s) as response:
+                    content_type = response.headers.get("Content-Type") or ""
+                    reply = response.read()
             except urllib.error.HTTPError as exc:
+                if 300 <= exc.code < 400:
+                    where = _shown(exc.headers.get("Location") or "elsewhere")
+                    raise self._unavailable(
+                        f"redirected the request (HTTP {exc.code}) to {where}; redirects are not followed "
+                        "(the key would go along): give the service's own URL"
+                    ) from None
                 if exc.code not in _RETRIED_STATUS:
                     refused = EncoderUnavailable if exc.code in _SERVICE_STATUS else _Refused
-                    raise refused(
+                    message = (
                         f"the embeddings service {self.name!r} refused the request: HTTP {exc.code} {_reason(exc)}"
-                    ) from None
-                why, wait = f"HTTP {exc.code}", _retry_after(exc) or backoff
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                why, wait = f"cannot reach it ({reason})", backoff
+                    )
+                    raise refused(redaction.redact(message.rstrip())) from None
+                why, wait = f"HTTP {exc.code} {_reason(exc)}".rstrip(), _retry_after(exc) or backoff
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                # HTTPException: not HTTP at all, or a body cut short (IncompleteRead)
+                if isinstance(exc, http.client.HTTPException) and not isinstance(exc, OSError):
+                    why = f"sent a broken reply ({type(exc).__name__}: {_shown(str(exc))})"
+                else:
+                    why = f"cannot reach it ({_shown(str(getattr(exc, 'reason', None) or exc))})"
+                wait = backoff
+            else:
+                return self._vectors(_parse(reply, content_type, self.name), len(texts))
             if time.monotonic() + wait > deadline:
-                raise EncoderUnavailable(
-                    f"the embeddings service {self.name!r} failed for {retry_s:g} s: {why}"
-                ) from None
+                raise self._unavailable(f"failed for {retry_s:g} s: {why}") from None
             if warn:  # first contact retries quietly: its failure says it all in one line
                 log.warning("embeddings service %r: %s; retrying in %.1f s", self.name, why, wait)
             self.retries += 1
             time.sleep(wait * random.uniform(0.8, 1.2))  # jitter: workers that failed together retry apart
             backoff = min(backoff * 2, _BACKOFF_S[1])
+
+    def _vectors(self, payload: object, expected: int) -> np.ndarray:
+        return _vectors(payload, expected, self.name, self._dimension)
+
+    def _unavailable(self, what: str) -> EncoderUnavailable:
+        return EncoderUnavailable(redaction.redact(f"the embeddings service {self.name!r} {what}"))
 
 
 class _Refused(ModelError):
@@ -173,23 +234,105 @@ def _rebuild(model: str, max_inputs: int, retry_s: float, timeout_s: float) -> R
     return RemoteEncoder(model, max_inputs=max_inputs, retry_s=retry_s, timeout_s=timeout_s)
 
 
-def _vectors(payload: object, expected: int, name: str) -> np.ndarray:
-    """The vectors of an embeddings response, in input order, as one float32 array."""
+def _parse(reply: bytes, content_type: str, name: str) -> object:
+    """The JSON of a 200's body, or the one line that says it is not JSON."""
     try:
-        items = sorted(payload["data"], key=lambda item: item["index"])  # type: ignore[index]
-        vectors = np.asarray([_vector(item["embedding"]) for item in items], dtype=np.float32)
-    except (KeyError, TypeError, ValueError, binascii.Error):
-        raise ModelError(f"the embeddings service {name!r} sent a response that is not an embeddings list") from None
-    if vectors.ndim != 2 or len(vectors) != expected:
-        raise ModelError(f"the embeddings service {name!r} sent {len(vectors)} vectors for {expected} texts")
-    return vectors
+        return json.loads(reply)
+    except (ValueError, RecursionError):  # RecursionError: JSON nested beyond Python's stack
+        pass
+    kind = content_type.split(";")[0].strip().lower() or "a body without a Content-Type"
+    what = f"JSON that does not parse ({kind})" if "json" in kind else f"{kind}, not JSON"
+    start = _shown(reply[:_READ].decode("utf-8", "replace"))
+    shown = f": {start!r}" if start else " (empty)"
+    raise EncoderUnavailable(redaction.redact(f"the embeddings service {name!r} sent {what}{shown}"))
 
 
-def _vector(embedding: str | list[float]) -> np.ndarray | list[float]:
-    """One vector: a list of floats, or base64 of little-endian float32 (``encoding_format="base64"``)."""
+def _vectors(payload: object, expected: int, name: str, dimension: int | None = None) -> np.ndarray:
+    """The vectors of an embeddings response, in input order, as one float32 array.
+
+    Raises ``EncoderUnavailable`` for a reply that is not ``expected``
+    vectors of one length (``dimension``, when given), each at an index of
+    its own: see the module's docstring.
+    """
+
+    def fault(what: str) -> EncoderUnavailable:
+        return EncoderUnavailable(redaction.redact(f"the embeddings service {name!r} sent {what}"))
+
+    if not isinstance(payload, dict):
+        raise fault(f"JSON that is not an embeddings list (a {type(payload).__name__})")
+    items = payload.get("data")
+    if not isinstance(items, list):
+        error = payload.get("error")
+        if isinstance(error, dict):
+            error = error.get("message", error)
+        said = f": {_shown(str(error))}" if error else ""
+        raise fault(f"JSON that is not an embeddings list (no 'data' list){said}")
+    if len(items) != expected:
+        raise fault(f"{len(items)} vectors for {expected} texts")
+    if not all(isinstance(item, dict) and "embedding" in item for item in items):
+        raise fault("JSON that is not an embeddings list (an item without an 'embedding')")
+    indices = [item.get("index") for item in items]
+    if all(index is None for index in indices):
+        order = list(range(expected))  # no indices at all: the reply's order is all there is
+    elif sorted(index if _is_int(index) else -1 for index in indices) == list(range(expected)):
+        order = [int(index) for index in indices]
+    else:
+        raise fault(f"indices {_summary(indices)} for {expected} texts: each of 0..{expected - 1} must come once")
+    vectors: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * expected
+    for position, item in zip(order, items, strict=True):
+        try:
+            vectors[position] = _vector(item["embedding"])
+        except ValueError as exc:
+            raise fault(f"an embedding that is not {exc}") from None
+    lengths = sorted({len(vector) for vector in vectors})
+    if len(lengths) > 1:
+        raise fault(f"vectors of unequal lengths ({', '.join(map(str, lengths))}) in one reply")
+    if not lengths:
+        return np.zeros((0, dimension or 0), dtype=np.float32)
+    if not lengths[0]:
+        raise fault("empty vectors")
+    if dimension is not None and lengths[0] != dimension:
+        raise fault(f"vectors of {lengths[0]} dimensions, not {dimension} as at first: has its model changed?")
+    return np.stack(vectors)
+
+
+def _vector(embedding: object) -> np.ndarray:
+    """One vector: a list of numbers, or base64 of little-endian float32 (``encoding_format="base64"``).
+
+    Raises ValueError saying what it should have been.
+    """
     if isinstance(embedding, str):
-        return np.frombuffer(base64.b64decode(embedding, validate=True), dtype="<f4")
-    return embedding
+        try:
+            raw = base64.b64decode(embedding, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("valid base64") from None
+        if len(raw) % 4:
+            raise ValueError(f"whole float32 values ({len(raw)} bytes of base64)")
+        return np.frombuffer(raw, dtype="<f4").astype(np.float32, copy=False)
+    if not isinstance(embedding, list):
+        raise ValueError(f"a list of numbers (a {type(embedding).__name__})")
+    try:
+        values = np.asarray(embedding) if embedding else np.empty(0)
+    except ValueError:  # ragged lists within it
+        values = np.empty((0, 0))
+    if values.ndim != 1 or values.dtype.kind not in "iuf":  # strings, null, booleans, lists: not numbers
+        raise ValueError("a list of numbers")
+    with np.errstate(over="ignore"):  # beyond float32: infinity, a row failures.unstorable_rows fails
+        return values.astype(np.float32)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _summary(indices: list[object]) -> str:
+    shown = ", ".join(_shown(repr(index))[:24] for index in indices[:8])
+    return f"[{shown}{', ...' if len(indices) > 8 else ''}]"
+
+
+def _shown(text: str) -> str:
+    """The service's own words on one short line, its secrets masked before it is cut (no half key is left)."""
+    return redaction.redact(" ".join(text[:_READ].split()))[:_SHOWN]
 
 
 def _retry_after(exc: urllib.error.HTTPError) -> float | None:
@@ -200,12 +343,12 @@ def _retry_after(exc: urllib.error.HTTPError) -> float | None:
 
 
 def _reason(exc: urllib.error.HTTPError) -> str:
-    """The service's own message, on one short line."""
+    """The service's own message, on one short line, redacted."""
     try:
-        text = exc.read(2000).decode("utf-8", "replace")
+        text = exc.read(_READ).decode("utf-8", "replace")
         message = json.loads(text).get("error", text)
         if isinstance(message, dict):
             message = message.get("message", "")
-    except (ValueError, OSError, AttributeError):
+    except (ValueError, OSError, AttributeError, RecursionError, http.client.HTTPException):
         message = exc.reason
-    return " ".join(str(message).split())[:200]
+    return _shown(str(message))

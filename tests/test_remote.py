@@ -38,11 +38,20 @@ def test_vectors_come_back_in_input_order_in_either_format(service):
         assert encoder.encoding_format == formats[-1]
         assert encoder.dimension == 384
         np.testing.assert_allclose(encoder.encode(TEXTS[:70]), expected, atol=1e-6)
-    # Out-of-order items (the API gives each an index) are put back in order.
+    # Out-of-order items (the API gives each an index) are put back in order; with no index at all, as listed.
     shuffled = {"data": [{"index": 1, "embedding": [0.0, 1.0]}, {"index": 0, "embedding": [1.0, 0.0]}]}
     np.testing.assert_array_equal(remote_module._vectors(shuffled, 2, "x"), [[1.0, 0.0], [0.0, 1.0]])
-    with pytest.raises(ModelError, match="sent 1 vectors for 2 texts"):
-        remote_module._vectors({"data": [{"index": 0, "embedding": [1.0]}]}, 2, "x")
+    unindexed = {"data": [{"embedding": [0.0, 1.0]}, {"embedding": [1, 0]}]}
+    np.testing.assert_array_equal(remote_module._vectors(unindexed, 2, "x", 2), [[0.0, 1.0], [1.0, 0.0]])
+    # A reply that is not the vectors asked for is the service's fault: the run stops (see test_service_faults).
+    for payload, said in [
+        ({"data": [{"index": 0, "embedding": [1.0]}]}, "sent 1 vectors for 2 texts"),
+        ({"data": [{"index": 0, "embedding": [1.0, 0.0]}, {"embedding": [0.0, 1.0]}]}, r"indices \[0, None\]"),
+        ({"data": [{"index": 0, "embedding": [True, False]}, {"index": 1, "embedding": [1.0, 0.0]}]}, "numbers"),
+        (shuffled, "vectors of 2 dimensions, not 3 as at first"),
+    ]:
+        with pytest.raises(EncoderUnavailable, match=said):
+            remote_module._vectors(payload, 2, "x", 3 if "not 3" in said else None)
 
 
 def test_requests_are_batched_and_carry_the_model_name_and_key(service, monkeypatch):
