@@ -34,9 +34,15 @@ DEFAULT_RECONNECT_S = 60.0  # how long a Session keeps trying to get its connect
 # before the fault counts as persistent (a statement that crashes the server's backend, say).
 MAX_RETRIES_OF_A_UNIT = 10
 
-# A quoted fragment of a DSN in libpq's complaint about it ('missing "=" after "..."'):
-# it may be a piece of a password, so none is shown.
-_QUOTED = re.compile(r'"([^"]*)"')
+
+
+def _without_quoted_words(complaint: str) -> str:
+    """libpq's complaint about a malformed DSN, cut where it starts quoting the DSN ('missing "=" after
+    "..."'): the quoted word may be a piece of a password, and may hold a quote itself."""
+    kept = re.sub(r'"(.)"', "\x00\\1\x00", complaint)  # a one-character quote ("=") says what is missing
+    head, quote, _ = kept.partition('"')
+    return (head + ('"..."' if quote else "")).replace("\x00", '"')
+
 
 
 def resolve_dsn(dsn: str | None) -> str:
@@ -64,8 +70,7 @@ def connect(dsn: str, *, autocommit: bool = False) -> Connection:
     try:
         conn = psycopg2.connect(normalize_dsn(dsn), application_name="embedlib", connect_timeout=10)
     except psycopg2.ProgrammingError as exc:  # malformed DSN: its fragments are not shown
-        complaint = _QUOTED.sub(lambda quoted: quoted.group(0) if len(quoted.group(1)) < 2 else '"..."', one_line(exc))
-        raise DatabaseError(f"invalid database dsn: {redact(complaint)}") from None
+        raise DatabaseError(f"invalid database dsn: {redact(_without_quoted_words(one_line(exc)))}") from None
     except psycopg2.Error as exc:
         raise DatabaseError(f"cannot connect to the database: {redact(one_line(exc))}") from None
     conn.autocommit = autocommit

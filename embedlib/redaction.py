@@ -39,6 +39,9 @@ DSN_ENV_VARS = ("EMBEDLIB_DSN", "DATABASE_URL")
 
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>\S*)(?=@)", re.I)
 _KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'?|[^\s&]+)", re.I)
+# In a DSN only (never in other text, where "password authentication" is no secret): whatever
+# follows "password", with or without its "=" (a DSN missing it is malformed, not harmless).
+_LOOSE_KEYWORD_PASSWORD = re.compile(r"\bpassword\s*=?\s*('(?:[^'\\]|\\.)*'?|\S+)", re.I)
 _BEARER = re.compile(r"(?P<head>\bbearer\s+)(?P<secret>[^\s\"',;]+)", re.I)
 _URL = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>.*)@(?P<rest>[^@]*)$", re.I | re.S)
 
@@ -70,6 +73,7 @@ def remember_dsn(dsn: str | None) -> None:
 def passwords_in(dsn: str) -> list[str]:
     """Every string that may be ``dsn``'s password: as libpq reads it, and as a malformed DSN's text suggests."""
     found = [match.group("secret") for match in _KEYWORD_PASSWORD.finditer(dsn)]
+    found += _LOOSE_KEYWORD_PASSWORD.findall(dsn)
     found += [value.strip("'") for value in found]
     url = _URL.match(dsn.strip())
     if url is not None and ":" in url.group("userinfo"):
@@ -107,15 +111,14 @@ def normalize_dsn(dsn: str) -> str:
 
 def redact(text: str) -> str:
     """``text`` with every secret embedlib knows of, and anything standing where one would, masked."""
-    text = _URL_PASSWORD.sub(rf"\g<head>{MASK}", text)
-    text = _KEYWORD_PASSWORD.sub(rf"\g<head>{MASK}", text)
-    text = _BEARER.sub(rf"\g<head>{MASK}", text)
-    for secret in _known_secrets():
+    for secret in _known_secrets():  # first: a pattern below could cut a known secret in two
         if len(secret) >= SHORT_SECRET:
             text = text.replace(secret, MASK)
         else:
             text = re.sub(rf"(?<![^\W_]){re.escape(secret)}(?![^\W_])", MASK, text)
-    return text
+    text = _URL_PASSWORD.sub(rf"\g<head>{MASK}", text)
+    text = _KEYWORD_PASSWORD.sub(rf"\g<head>{MASK}", text)
+    return _BEARER.sub(rf"\g<head>{MASK}", text)
 
 
 def _known_secrets() -> list[str]:

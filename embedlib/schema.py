@@ -96,6 +96,13 @@ class TargetTable(Relation):
         return Relation(self.schema, f"{self.stem}_meta")
 
 
+def check_percent(name: str, what: str) -> None:
+    """Refuse a name with ``%``: psycopg2 reads it, even quoted, as a parameter marker in any
+    statement that has parameters (and most of embedlib's do)."""
+    if "%" in name:
+        raise SchemaError(f"{what} {name!r} holds a '%', which psycopg2 cannot pass in a statement; rename it")
+
+
 def split_name(name: str) -> tuple[str | None, str]:
     """``(schema or None, name)`` from ``name`` or ``schema.name``; a part in double quotes is taken
     as it is, as SQL does (``"a.b"`` is one name with a dot, ``""`` a quote in it)."""
@@ -119,6 +126,8 @@ def split_name(name: str) -> tuple[str | None, str]:
         rest = rest[1:]
     if not all(parts):
         raise SchemaError(f"table name {name!r} has an empty part")
+    for part in parts:
+        check_percent(part, "table name")
     return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
 
 
@@ -171,10 +180,14 @@ def _columns(conn: Connection, oid: int) -> dict[str, tuple[int, str, str]]:
 
 def inspect_source(conn: Connection, table: str, id_column: str, text_column: str) -> SourceTable:
     """Check that ``table`` exists with a unique id column and a text column (the same column may be both)."""
+    for column, what in ((id_column, "id column"), (text_column, "text column")):
+        check_percent(column, what)
     found = find_relation(conn, table)
     if found is None:
         raise SchemaError(f"table {table!r} does not exist")
     schema, name, oid = found
+    check_percent(name, "table name")
+    check_percent(schema, "schema name")
     columns = _columns(conn, oid)
     for column in (id_column, text_column):
         if column not in columns:
