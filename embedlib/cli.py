@@ -1,25 +1,63 @@
 """The ``embedlib`` command: ingest, load, demo.
 
 Every failure a user can cause ends in one line on stderr and exit status 2.
-The first Ctrl-C (or SIGTERM) during an ingest lets the batches under way
-commit, prints the report and exits 130 (143); a second one stops at once.
+
+Signals. The first Ctrl-C (or SIGTERM) during an ingest lets the batches
+under way commit, prints the report and exits 130 (143). A second one, or
+the first anywhere else, stops at once: "embedlib: interrupted" on stderr,
+exit 130 for SIGINT, 143 for SIGTERM, and nothing more, whatever the
+interruption breaks on its way out. An interruption can land anywhere, in
+the middle of importing torch too, and leave a half-imported module whose
+next import fails (an ImportError that once came out as "internal error"):
+so after that line stderr goes to /dev/null, the stack unwinds (batches
+under way roll back, connections close), exit handlers run (the embedded
+server's stop), and the process ends with ``os._exit``, waiting for no
+thread and leaving no say to interpreter shutdown. If unwinding takes more
+than ``STOP_GRACE_S`` (a thread stuck in a model call), or a third signal
+comes, the process ends there and then. A signal takes effect when the main
+thread next runs Python code (a long C call, such as loading torch's
+libraries, finishes first); two that arrive during one such call count as
+two, not one as Python alone would have it. The handlers are installed
+first thing in ``main`` and stay for the life of the process; a signal
+before that (while Python imports embedlib, a fraction of a second) gets
+Python's default.
+
+Text. Input is UTF-8 whatever the locale: ``load`` reads its file or
+standard input as bytes and decodes each line strictly, and arguments
+(table names, queries) are taken back to their bytes and decoded as UTF-8.
+Results on stdout are written as UTF-8 whatever the locale too (see
+``_configure_output``), and ``search ... | head`` ends quietly with status
+141, as Unix tools do when their reader goes.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import logging
 import os
+import re
+import select
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import psycopg2
 
-from embedlib.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ATTEMPTS, DEFAULT_MODEL, env_dsn, env_workers
-from embedlib.db import DEFAULT_RECONNECT_S, one_line, redact
+from embedlib import redaction
+from embedlib.config import (
+    DEFAULT_BATCH_TOKENS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MODEL,
+    env_dsn,
+    env_workers,
+    is_amount,
+)
+from embedlib.db import DEFAULT_RECONNECT_S, one_line
 from embedlib.errors import ConfigError, EmbedlibError
 from embedlib.executors import AUTO, EXECUTORS
 from embedlib.index import METHODS, METRICS
@@ -29,13 +67,17 @@ if TYPE_CHECKING:
     from embedlib.ingestor import Ingestor
 
 DEFAULT_BATCH_SIZE = 100
+STOP_GRACE_S = 5.0  # the most a stop at once waits for the stack to unwind and exit handlers to run
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+EXIT_SIGPIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad option in one line (no usage block), exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        # redacted: a DSN typed where another argument goes is quoted back ("got 'postgresql://...'")
+        self.exit(2, f"{self.prog}: error: {redaction.redact(message)} (see {self.prog} --help)\n")
 
 
 def positive_int(text: str) -> int:
@@ -65,8 +107,8 @@ def _amount(text: str, unit: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of {unit}, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of {unit} >= 0, got {text!r}")
+    if not is_amount(value):  # the check Settings makes: no NaN, no infinity
+        raise argparse.ArgumentTypeError(f"expected a finite number of {unit} >= 0, got {text!r}")
     return value
 
 
@@ -270,31 +312,122 @@ def _ingest(args: argparse.Namespace) -> int:
         metric=args.metric,
         progress=not args.quiet and not args.json,
     )
-    with _stop_on_signal(ingestor.stop) as received:
+    with _SIGNALS.stopping_gracefully(ingestor.stop):
         report = ingestor.run(limit=args.limit)
     print(report.to_json() if args.json else report.summary())
-    return 128 + received[0] if received else 0
+    return 128 + _SIGNALS.received[0] if _SIGNALS.received else 0
 
 
-@contextlib.contextmanager
-def _stop_on_signal(stop: Callable[[], None]) -> Iterator[list[int]]:
-    """The first Ctrl-C (or SIGTERM) calls ``stop``: the run commits what is under way and
-    reports. A second one stops at once (batches under way roll back). Yields the signals received."""
-    received: list[int] = []
+class _Signals:
+    """What SIGINT and SIGTERM do while ``main`` runs (see the module docstring). One per process."""
 
-    def handle(signum: int, frame: object) -> None:
-        if received:
-            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
-        received.append(signum)
-        print("embedlib: stopping after the batches under way (press Ctrl-C again to stop now)", file=sys.stderr)
-        stop()
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.stopping: int | None = None  # the signal that stopped the command at once
+        self._graceful: Callable[[], None] | None = None
+        self._pid = os.getpid()
+        self._pipe: tuple[int, int] | None = None  # Python's wakeup fd: one byte per signal, none folded
+        self._stopped_at_once = threading.Event()  # wakes the watchdog (see install)
+        self._watchdog_thread: threading.Thread | None = None
 
-    previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    def install(self) -> None:
+        self.received, self.stopping, self._graceful = [], None, None
+        try:
+            for signum in STOPPING_SIGNALS:
+                signal.signal(signum, self._handle)
+        except ValueError:  # main called from another thread: signals are not ours to handle
+            return
+        if self._watchdog_thread is None:
+            # Started now, not by the handler: a handler that starts a thread while the main
+            # thread is inside threading's own bookkeeping (starting an executor's) deadlocks.
+            self._watchdog_thread = threading.Thread(target=self._watchdog, name="embedlib-stop", daemon=True)
+            self._watchdog_thread.start()
+        try:
+            if self._pipe is None:
+                read, write = os.pipe()
+                self._pipe = read, write
+                os.set_blocking(read, False)
+                os.set_blocking(write, False)
+            signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
+        except (OSError, ValueError, AttributeError):  # no pipes as wakeup fds here (Windows): no counting
+            self._pipe = None
+
+    @contextlib.contextmanager
+    def stopping_gracefully(self, stop: Callable[[], None]) -> Iterator[None]:
+        """Within: the first signal calls ``stop`` (the run commits what is under way and reports)."""
+        self._graceful = stop
+        try:
+            yield
+        finally:
+            self._graceful = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if os.getpid() != self._pid:  # a forked child that kept the handler: what Python would do
+            raise KeyboardInterrupt
+        for arrived in self._arrivals(signum):
+            self.received.append(arrived)
+            if self.stopping is not None:  # a third: unwinding takes too long for the user
+                os._exit(128 + self.stopping)
+            if self._graceful is not None and len(self.received) == 1:
+                _write_stderr("embedlib: stopping after the batches under way (press Ctrl-C again to stop now)")
+                self._graceful()
+            else:
+                self._stop_now(arrived)
+
+    def _arrivals(self, signum: int) -> list[int]:
+        """The signals that arrived since the last call. Python runs a handler once for however many
+        of one signal arrived while the main thread was in C code; the wakeup fd has a byte for each."""
+        if self._pipe is None:
+            return [signum]
+        previous = signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
+        if previous != self._pipe[1]:  # another wakeup fd was set since (an event loop's): no counting
+            signal.set_wakeup_fd(previous)
+            return [signum]
+        try:
+            data = os.read(self._pipe[0], 4096)
+        except BlockingIOError:
+            data = b""
+        # Empty: this call's signal was read, and handled, by an earlier call.
+        return [byte for byte in data if byte in STOPPING_SIGNALS]
+
+    def _stop_now(self, signum: int) -> NoReturn:
+        self.stopping = signum
+        _write_stderr("embedlib: interrupted")
+        if not os.environ.get("EMBEDLIB_DEBUG"):
+            _silence_stderr()  # what the interruption breaks on its way out is not the user's concern
+        self._stopped_at_once.set()
+        raise KeyboardInterrupt  # unwind: batches under way roll back, connections close
+
+    def _watchdog(self) -> None:
+        """End the process ``STOP_GRACE_S`` after a stop at once, if it has not ended by then."""
+        self._stopped_at_once.wait()
+        time.sleep(STOP_GRACE_S)
+        os._exit(128 + (self.stopping or signal.SIGINT))
+
+    def finish(self) -> NoReturn:
+        """End the process stopped at once: exit handlers (the embedded server's stop), then ``os._exit``."""
+        assert self.stopping is not None
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+        os._exit(128 + self.stopping)
+
+
+_SIGNALS = _Signals()
+
+
+def _write_stderr(line: str) -> None:
+    """One line straight to fd 2: safe in a signal handler, where stderr's buffer may be mid-write."""
+    with contextlib.suppress(OSError):
+        os.write(2, (line + "\n").encode("ascii", "backslashreplace"))
+
+
+def _silence_stderr() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -385,20 +518,68 @@ def _load(args: argparse.Namespace) -> int:
     from embedlib.db import connect, resolve_dsn
     from embedlib.loader import load_lines
 
-    try:
-        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
-    except OSError as exc:
-        raise ConfigError(f"cannot read {args.file!r}: {exc.strerror}") from None
+    if args.file == "-":
+        if sys.stdin is None:
+            raise ConfigError("standard input is closed: give a file, or text on standard input")
+        stream: IO[bytes] = sys.stdin.buffer
+        where, owned = "standard input", False
+    else:
+        try:
+            stream = open(args.file, "rb")  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(f"cannot read {args.file!r}: {exc.strerror}") from None
+        where, owned = repr(args.file), True
     conn = connect(resolve_dsn(_dsn_of(args)))
     try:
-        with stream:
-            count = load_lines(conn, args.table, stream, text_column=args.text_column)
-    except UnicodeDecodeError:
-        raise ConfigError(f"{args.file!r} is not UTF-8 text") from None
+        # One transaction: a line that is not UTF-8 leaves the table as it was.
+        count = load_lines(conn, args.table, utf8_lines(stream, where), text_column=args.text_column)
     finally:
         conn.close()
+        if owned:
+            stream.close()
     print(f"loaded {count} rows into {args.table}")
     return 0
+
+
+_LONE_CR = re.compile(rb"\r(?!\n)")
+
+
+def utf8_lines(stream: Iterable[bytes], where: str) -> Iterator[str]:
+    """The lines of a byte stream, decoded as UTF-8 strictly, whatever the locale says.
+
+    A line that is not UTF-8 is a ConfigError naming ``where`` and the line.
+    Lines end where text mode would end them (universal newlines: ``\\n``,
+    ``\\r\\n`` or a lone ``\\r``; a byte that is never inside a UTF-8 character),
+    so line numbers are an editor's; a UTF-8 byte order mark opening the
+    first line is not text. Decoding bytes here, not through ``sys.stdin``,
+    is what makes the locale irrelevant: Python decodes standard input with
+    the locale's encoding, ASCII under ``LC_ALL=C`` without UTF-8 mode, and
+    with ``surrogateescape``, which turns bad bytes into characters that
+    fail far from here.
+    """
+    number = 0
+    lines = iter(stream)
+    while True:
+        try:
+            raw = next(lines)
+        except StopIteration:
+            return
+        except OSError as exc:
+            raise ConfigError(f"cannot read {where}: {exc.strerror or exc}") from None
+        pieces = _LONE_CR.split(raw) if b"\r" in raw else [raw]
+        if len(pieces) > 1 and not pieces[-1]:
+            pieces.pop()  # the lone \r ended the last line
+        for piece in pieces:
+            number += 1
+            try:
+                text = piece.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad = piece[exc.start : exc.end]
+                raise ConfigError(
+                    f"{where} is not UTF-8 text: line {number} has {bad!r} at byte {exc.start + 1}, "
+                    "which is not UTF-8; convert it first (iconv -f ENCODING -t UTF-8)"
+                ) from None
+            yield text[1:] if number == 1 and text.startswith("\ufeff") else text
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -419,35 +600,131 @@ def _dsn_of(args: argparse.Namespace) -> str | None:
     return getattr(args, "dsn", None) or env_dsn()
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    # SystemExit unwinds like Ctrl-C: running batches finish or roll back,
-    # connections close, and the embedded server's atexit hook stops it.
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # Warnings (a connection lost and made again, rows that failed) as lines like the errors'.
-    logging.basicConfig(format="embedlib: warning: %(message)s", level=logging.WARNING)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _SIGNALS.install()
     try:
-        return int(args.handler(args))
-    except EmbedlibError as exc:
-        print(f"embedlib: error: {redact(str(exc), _dsn_of(args))}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("embedlib: interrupted", file=sys.stderr)
-        return 130
-    except psycopg2.Error as exc:
-        # A database refusal we did not foresee (permissions, a full disk): still one line.
-        print(f"embedlib: database error: {redact(one_line(exc), _dsn_of(args))}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        if os.environ.get("EMBEDLIB_DEBUG"):
+        status = _main(argv)
+    except BaseException:
+        if _SIGNALS.stopping is None or os.environ.get("EMBEDLIB_DEBUG"):
             raise
-        message = redact(f"{type(exc).__name__}: {one_line(exc)}", _dsn_of(args))
-        print(f"embedlib: internal error: {message} (set EMBEDLIB_DEBUG=1 for a traceback)", file=sys.stderr)
-        return 1
+        status = 0
+    if _SIGNALS.stopping is not None:
+        _SIGNALS.finish()  # whatever the interruption caused, swallowed or raised
+    return status
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    _configure_output()
+    # Warnings (a connection lost and made again, rows that failed) as lines like the errors', redacted.
+    handler = logging.StreamHandler()
+    handler.addFilter(redaction.RedactingFilter())
+    logging.basicConfig(format="embedlib: warning: %(message)s", level=logging.WARNING, handlers=[handler])
+    try:
+        args = build_parser().parse_args(argv)
+        _arguments_as_utf8(args)
+        redaction.remember_dsn(getattr(args, "dsn", None))  # a --dsn password is never shown
+        status = int(args.handler(args))
+        sys.stdout.flush()  # here, not at exit, so that a reader gone (| head) is handled below
+        return status
+    except BaseException as exc:
+        if _SIGNALS.stopping is not None:
+            raise  # main ends a process stopped at once
+        if isinstance(exc, SystemExit):  # argparse's --help or usage line, or an exit on purpose
+            _flush_stdout()
+            raise
+        return _failure(exc)
+
+
+def _failure(exc: BaseException) -> int:
+    """The exit status for ``exc``, after one line on stderr (none when stdout's reader has gone)."""
+    if isinstance(exc, BrokenPipeError) and _stdout_gone():
+        _detach_stdout()
+        return EXIT_SIGPIPE
+    if isinstance(exc, KeyboardInterrupt):  # raised by something other than our handler
+        _say("embedlib: interrupted")
+        return 128 + signal.SIGINT
+    if isinstance(exc, EmbedlibError):
+        _say(f"embedlib: error: {redaction.redact(str(exc))}")
+        return exc.exit_code
+    if isinstance(exc, psycopg2.Error):
+        # A database refusal we did not foresee (permissions, a full disk): still one line.
+        _say(f"embedlib: database error: {redaction.redact(one_line(exc))}")
+        return 2
+    if not isinstance(exc, Exception) or os.environ.get("EMBEDLIB_DEBUG"):
+        raise exc
+    message = redaction.redact(f"{type(exc).__name__}: {one_line(exc)}")
+    _say(f"embedlib: internal error: {message} (set EMBEDLIB_DEBUG=1 for a traceback)")
+    return 1
+
+
+def _say(line: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # stderr closed or gone: nothing more to say
+        print(line, file=sys.stderr, flush=True)
+
+
+def _configure_output() -> None:
+    """Results on stdout are data: UTF-8 whatever the locale, the encoding ``load`` reads and
+    PostgreSQL stores, so that they go byte for byte to a file, a pipe or ``embedlib load``; under
+    an ASCII locale Python's default would crash on the first "é" (UnicodeEncodeError), and
+    escaping would change the data. Messages on stderr are for a person: in the locale's
+    encoding, with backslash escapes for what it cannot show ('tabl\\xe9'), never a crash."""
+    for stream, options in ((sys.stdout, {"encoding": "utf-8"}), (sys.stderr, {})):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace", **options)
+
+
+def _arguments_as_utf8(args: argparse.Namespace) -> None:
+    """Arguments as the UTF-8 text they are, whatever the locale.
+
+    Python decodes arguments with the locale's encoding, and what it cannot
+    decode (any non-ASCII byte under an ASCII locale) becomes surrogates
+    that fail later, far from here. Such an argument is taken back to its
+    bytes and decoded as UTF-8; one that is not UTF-8 is refused in one
+    line. The file of ``load`` is a path and stays as given: the system
+    takes it back as it came.
+    """
+    for name, value in vars(args).items():
+        if name == "file" or not isinstance(value, str) or not _SURROGATE.search(value):
+            continue
+        raw = os.fsencode(value)
+        try:
+            setattr(args, name, raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"the {name.replace('_', ' ')} given, {raw!r}, is not UTF-8 text") from None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has gone (its write end polls as an error)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)  # POLLERR and POLLHUP are reported whatever the mask
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no stdout: take it for the pipe
+        return True
+
+
+def _flush_stdout() -> None:
+    """Flush stdout now; if its reader has gone (``--help | head -1``), quietly (see ``_detach_stdout``)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _detach_stdout()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null, so that what is left in its buffer does not fail again at exit
+    (Python would print "Exception ignored ... BrokenPipeError" and exit 120)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -87,12 +88,29 @@ class Settings:
         _require_positive("window_size", self.window_size)
         if isinstance(self.batch_tokens, bool) or not isinstance(self.batch_tokens, int) or self.batch_tokens < 0:
             raise ConfigError(f"batch_tokens must be a whole number >= 0, got {self.batch_tokens!r}")
-        if isinstance(self.reconnect_s, bool) or not isinstance(self.reconnect_s, (int, float)) or self.reconnect_s < 0:
-            raise ConfigError(f"reconnect_s must be a number of seconds >= 0, got {self.reconnect_s!r}")
+        require_amount("reconnect_s", self.reconnect_s, "seconds")
 
     @property
     def target_table(self) -> str:
         return self.target or f"{self.table}_embeddings"
+
+
+def is_amount(value: object) -> bool:
+    """Whether ``value`` is a finite number >= 0 (seconds, milliseconds): not a bool, NaN or infinity.
+
+    The one check for every such setting, from Python (``require_amount``) and
+    from the command line alike. NaN compares false with everything, so a
+    plain ``< 0`` test lets it through, and a timeout of NaN or infinity never
+    runs out: ``reconnect_s=float("nan")`` retried a lost connection forever.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return value >= 0 if isinstance(value, int) else math.isfinite(value) and value >= 0
+
+
+def require_amount(name: str, value: object, unit: str) -> None:
+    if not is_amount(value):
+        raise ConfigError(f"{name} must be a finite number of {unit} >= 0, got {value!r}")
 
 
 def _require_positive(name: str, value: object) -> None:

@@ -205,7 +205,7 @@ def _model_directory(name: str) -> Path:
         return Path(snapshot_download(name, local_files_only=True))
     except Exception:  # not a repository name, or not cached
         raise ModelError(
-            f"cannot find model {name!r}: not a local directory and not in the hugging face cache; "
+            f"cannot load model {name!r}: it is not a local directory and not in the hugging face cache; "
             "embedlib works offline, so pass a local model directory or a cached model name"
         ) from None
 

@@ -6,8 +6,12 @@ model is refused with a message naming it (distances between two models'
 vectors mean nothing). The metric picks the operator; with an index of the
 same metric (see ``index``) PostgreSQL walks the index instead of scanning.
 An HNSW scan returns at most ``hnsw.ef_search`` rows (40 by default), so it
-is raised to ``k`` for larger ``k``, and iterative scans are on, so rows of
-other models filtered out after the scan do not leave fewer than ``k``.
+is raised to ``k`` for larger ``k`` (up to pgvector's limit, 1000), and
+iterative scans are on, so that the scan goes on past ``ef_search`` rows,
+and rows of other models filtered out after it do not leave fewer than
+``k``. Where an index scan still gives fewer than ``k`` (it stopped at
+``hnsw.max_scan_tuples``, or the target holds fewer rows of this model), the
+query is run again as an exact scan: ``k`` rows whenever there are ``k``.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from typing import Any, NamedTuple
 from psycopg2 import sql
 
 from embedlib.db import Connection, fetch_all, transaction
-from embedlib.encoder import Encoder, model_label, resolve_encoder
+from embedlib.encoder import Encoder, model_identity, model_label, resolve_encoder
 from embedlib.errors import ConfigError, ModelError
 from embedlib.index import check_metric
-from embedlib.schema import SourceTable, TargetTable
+from embedlib.schema import SourceTable, TargetTable, model_key
 from embedlib.source import has_vectors
 
 OPERATORS = {"cosine": "<=>", "l2": "<->", "ip": "<#>"}  # ip: the negative inner product
+MAX_EF_SEARCH = 1000  # pgvector refuses a larger hnsw.ef_search
 
 
 class Match(NamedTuple):
@@ -49,8 +54,17 @@ def nearest(
     check_metric(metric)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"k must be a whole number >= 1, got {k!r}")
-    name = model_label(model)
-    check_model(conn, target, name)
+    try:
+        identity = model_identity(model)  # a name's files are looked for (and fingerprinted)
+    except ModelError:
+        # A model that is not even installed: a target holding only other models' vectors is the
+        # first thing to say (the model is the wrong one, installed or not).
+        label = model_label(model)
+        if not has_vectors(conn, target, label):
+            check_model(conn, target, None, label)
+        raise
+    name = model_key(conn, target, identity, create=False)  # None: the target knows no such model
+    check_model(conn, target, name, identity.label)
     vector = resolve_encoder(model).encode([query])[0]
     literal = "[" + ",".join(repr(float(x)) for x in vector) + "]"
     statement = sql.SQL(
@@ -68,24 +82,31 @@ def nearest(
         target=target.ident,
         source=source.ident,
     )
+    parameters = {"query": literal, "model": name, "k": k}
     with transaction(conn), conn.cursor() as cur:
-        # SET LOCAL: for this query only, and harmless where no HNSW index is used.
-        cur.execute("SET LOCAL hnsw.ef_search = %s", (max(40, k),))
+        # SET LOCAL: for this query only, and harmless where no index is used.
+        cur.execute("SET LOCAL hnsw.ef_search = %s", (min(max(40, k), MAX_EF_SEARCH),))
         cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        cur.execute(statement, {"query": literal, "model": name, "k": k})
+        cur.execute("SET LOCAL ivfflat.iterative_scan = relaxed_order")
+        cur.execute(statement, parameters)
         rows = cur.fetchall()
+        if len(rows) < k:  # the index gave what it could: the exact answer, by a scan of every row
+            cur.execute("SET LOCAL enable_indexscan = off")
+            cur.execute("SET LOCAL enable_seqscan = on")
+            cur.execute(statement, parameters)
+            rows = cur.fetchall()
     # relaxed_order may return neighbours slightly out of order: put them in order
     return sorted((Match(*row) for row in rows), key=lambda match: match.distance)
 
 
-def check_model(conn: Connection, target: TargetTable, model: str) -> None:
-    """Refuse a search whose model made none of the target's vectors."""
-    if has_vectors(conn, target, model):
+def check_model(conn: Connection, target: TargetTable, model: str | None, label: str) -> None:
+    """Refuse a search whose model (stored as ``model`` in the target, if at all) made none of its vectors."""
+    if model is not None and has_vectors(conn, target, model):
         return
     models = [name for (name,) in fetch_all(conn, sql.SQL("SELECT DISTINCT model FROM {}").format(target.ident))]
     if not models:
         raise ModelError(f"{target.label!r} holds no vectors yet: run embedlib ingest first")
     stored = ", ".join(repr(name) for name in sorted(models))
     raise ModelError(
-        f"{target.label!r} holds vectors of {stored}, not of {model!r}: search with the model that made them (--model)"
+        f"{target.label!r} holds vectors of {stored}, not of {label!r}: search with the model that made them (--model)"
     )

@@ -309,6 +309,23 @@ def test_a_redirect_stops_the_run_and_the_key_goes_no_further(service, monkeypat
     assert (service.requests, service.elsewhere) == (1, [])
 
 
+def read_request(connection: socket.socket) -> None:
+    """Read one HTTP request (headers, then Content-Length bytes of body) off ``connection``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"content-length:\s*(\d+)", head, re.I)
+    while length and len(body) < int(length.group(1)):
+        chunk = connection.recv(65536)
+        if not chunk:
+            return
+        body += chunk
+
+
 @pytest.mark.parametrize(
     ("reply", "said"),
     [
@@ -331,7 +348,7 @@ def test_a_reply_that_is_not_http_or_cut_short_is_retried_then_stops_the_run(rep
             except OSError:  # closed: the test is over
                 return
             with connection:
-                connection.recv(65536)
+                read_request(connection)  # all of it: closing on unread bytes would reset the connection
                 connection.sendall(reply)
                 answered.append(1)
 
