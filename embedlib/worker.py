@@ -17,6 +17,7 @@ import numpy as np
 from embedlib.batching import Batch, budget_slices, encode_cost
 from embedlib.db import DEFAULT_RECONNECT_S
 from embedlib.encoder import resolve_encoder
+from embedlib.errors import EncoderUnavailable
 from embedlib.failures import isolate_failures, unstorable_rows
 from embedlib.metrics import TextMetrics
 from embedlib.redaction import get_logger
@@ -110,11 +111,13 @@ class BatchWorker:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        vectors = self._encoder.encode(texts)
+        vectors = np.asarray(self._encoder.encode(texts))
         if vectors.shape != (len(texts), self._spec.target.dimension):
-            raise ValueError(
-                f"encoder returned shape {vectors.shape} for {len(texts)} texts, "
-                f"expected (n, {self._spec.target.dimension})"
+            # The encoder is at fault, not these texts (its dimension changed mid-run, say): the
+            # run stops rather than filing every row as failed (see failures.isolate_failures).
+            raise EncoderUnavailable(
+                f"encoder {self._encoder.name!r} returned vectors of shape {vectors.shape} for "
+                f"{len(texts)} texts; the target holds {self._spec.target.dimension}-dimensional ones"
             )
         return vectors
 

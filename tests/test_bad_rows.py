@@ -12,6 +12,7 @@ import pytest
 from psycopg2 import sql
 
 from embedlib import Ingestor
+from embedlib.errors import EncoderUnavailable
 from embedlib.failures import NON_FINITE, isolate_failures
 from embedlib.testing import FailingEncoder, HashEncoder
 
@@ -179,3 +180,23 @@ def test_hostile_rows_through_the_cli(dsn, conn, tables, sample_texts):
     assert "Traceback" not in result.stderr
     truncated = dict(tables.rows(table, "id::text, truncated"))
     assert truncated[ids["megabyte"]] is True
+
+
+class ShrinkingEncoder(HashEncoder):
+    """Right for its first call, then one dimension short: an encoder at fault, no text to blame."""
+
+    calls = 0
+
+    def encode(self, texts):  # type: ignore[no-untyped-def]
+        ShrinkingEncoder.calls += 1
+        vectors = super().encode(texts)
+        return vectors if ShrinkingEncoder.calls == 1 else vectors[:, :-1]
+
+
+def test_an_encoder_whose_dimension_changes_stops_the_run_and_blames_no_row(dsn, conn, tables):
+    table = tables.source([f"sentence {i}" for i in range(30)])
+    ShrinkingEncoder.calls = 0
+    with pytest.raises(EncoderUnavailable, match="returned vectors of shape"):
+        Ingestor(dsn, table=table, model=ShrinkingEncoder(), executor="serial", batch_size=10).run()
+    assert len(tables.embeddings(table)) == 10  # the first batch, stored right; nothing after it
+    assert error_rows(conn, table) == []
