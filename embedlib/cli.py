@@ -57,8 +57,8 @@ from embedlib.config import (
     env_workers,
     is_amount,
 )
-from embedlib.db import DEFAULT_RECONNECT_S, one_line
-from embedlib.errors import ConfigError, EmbedlibError
+from embedlib.db import DEFAULT_RECONNECT_S
+from embedlib.errors import ConfigError, EmbedlibError, one_line
 from embedlib.executors import AUTO, EXECUTORS
 from embedlib.index import METHODS, METRICS
 from embedlib.schema import DTYPES

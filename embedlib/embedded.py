@@ -15,8 +15,7 @@ import os
 import warnings
 from pathlib import Path
 
-from embedlib.db import one_line
-from embedlib.errors import DatabaseError
+from embedlib.errors import DatabaseError, one_line
 
 DATABASE_NAME = "embedlib"
 

@@ -16,8 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from embedlib.db import one_line
-from embedlib.errors import EncoderUnavailable
+from embedlib.errors import EncoderUnavailable, one_line
 from embedlib.redaction import redact
 
 NON_FINITE = "the model returned a non-finite vector (NaN or infinity)"

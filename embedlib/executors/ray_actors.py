@@ -36,8 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from embedlib.batching import Batch
-from embedlib.db import one_line
-from embedlib.errors import ConfigError
+from embedlib.errors import ConfigError, one_line
 from embedlib.executors.base import Worker, WorkerFactory
 from embedlib.executors.pipelined import PipelinedExecutor
 from embedlib.worker import BatchResult, EncodedBatch
