@@ -107,7 +107,7 @@ def worker_counts(max_workers: int) -> list[int]:
 @contextlib.contextmanager
 def regime_setup(dsn: str, regime: Regime, model: str | Encoder | None) -> Iterator[tuple[str, str | Encoder]]:
     """The DSN and model a regime's runs use: through the latency proxy, or the local service."""
-    from embedlib import proxy, service
+    from embedlib.testing import proxy, service
 
     with contextlib.ExitStack() as stack:
         if regime.db_latency_ms:

@@ -24,8 +24,8 @@ from psycopg2 import sql
 from embedlib import ConfigError, Ingestor, Settings
 from embedlib.db import connect
 from embedlib.schema import find_relation
-from embedlib.service import EmbeddingService
 from embedlib.testing import HashEncoder
+from embedlib.testing.service import EmbeddingService
 from tests.test_cli import assert_clean_failure, run_cli
 
 # Ways to run Python under an ASCII locale, and the UTF-8 one for comparison. Under LC_ALL=C

@@ -19,7 +19,7 @@ from processes import assert_every_row_matches_its_text, distinct, start_cli, st
 
 from embedlib.db import Session, connect
 from embedlib.errors import DatabaseError
-from embedlib.proxy import Proxy
+from embedlib.testing.proxy import Proxy
 
 
 def test_connections_terminated_by_the_server_are_made_again(conn, dsn, tables, sample_texts, st_model):

@@ -1,6 +1,6 @@
 """Encoding through an OpenAI-compatible embeddings service (a real HTTP server on loopback).
 
-The service (``embedlib.service``) answers with HashEncoder vectors, so
+The service (``embedlib.testing.service``) answers with HashEncoder vectors, so
 every stored vector can be checked exactly; it fails on purpose where a
 test says so, to exercise retries.
 """
@@ -17,8 +17,8 @@ from embedlib import Ingestor, ModelError
 from embedlib import remote as remote_module
 from embedlib.errors import EncoderUnavailable
 from embedlib.remote import RemoteEncoder, remote_label
-from embedlib.service import EmbeddingService
 from embedlib.testing import HashEncoder
+from embedlib.testing.service import EmbeddingService
 from tests.test_cli import assert_clean_failure, run_cli
 
 TEXTS = [f"remote sentence number {i}" for i in range(300)]

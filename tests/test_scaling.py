@@ -9,8 +9,8 @@ from embedlib import Ingestor
 from embedlib.bench import worker_counts
 from embedlib.db import connect
 from embedlib.executors.autoscale import Autoscaler
-from embedlib.proxy import Proxy
-from embedlib.service import EmbeddingService
+from embedlib.testing.proxy import Proxy
+from embedlib.testing.service import EmbeddingService
 from tests.test_cli import assert_clean_failure, run_cli
 
 

@@ -13,7 +13,7 @@ and a request holding a text in ``rejected`` gets 400: the retry and
 failure tests use them.
 
 Benchmarks run it in a process of its own (``in_subprocess``, or
-``python -m embedlib.service --latency-ms 50``), as a real service would be:
+``python -m embedlib.testing.service --latency-ms 50``), as a real service would be:
 in the client's process its JSON work would compete for the client's GIL.
 """
 
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from embedlib.encoder import Encoder
-from embedlib.testing import HashEncoder
+from embedlib.testing.encoders import HashEncoder
 
 
 class EmbeddingService:
@@ -158,7 +158,7 @@ def _handler_for(service: EmbeddingService) -> type[BaseHTTPRequestHandler]:
 @contextlib.contextmanager
 def in_subprocess(latency_ms: float, *, capacity: int | None = None) -> Iterator[str]:
     """An EmbeddingService in a process of its own while the block runs; yields its URL."""
-    command = [sys.executable, "-m", "embedlib.service", "--latency-ms", str(latency_ms)]
+    command = [sys.executable, "-m", "embedlib.testing.service", "--latency-ms", str(latency_ms)]
     if capacity:
         command += ["--capacity", str(capacity)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)

@@ -173,7 +173,7 @@ _UPSTREAM_VARIABLE = "EMBEDLIB_PROXY_UPSTREAM"  # the DSN goes by environment, n
 @contextlib.contextmanager
 def in_subprocess(dsn: str, latency_ms: float) -> Iterator[str]:
     """A Proxy with ``latency_ms`` in a process of its own while the block runs; yields the DSN through it."""
-    command = [sys.executable, "-m", "embedlib.proxy", "--latency-ms", str(latency_ms)]
+    command = [sys.executable, "-m", "embedlib.testing.proxy", "--latency-ms", str(latency_ms)]
     environment = {**os.environ, _UPSTREAM_VARIABLE: dsn}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment)
     try:
@@ -188,7 +188,8 @@ def in_subprocess(dsn: str, latency_ms: float) -> Iterator[str]:
 
 
 def main() -> None:
-    """``EMBEDLIB_PROXY_UPSTREAM=DSN python -m embedlib.proxy --latency-ms 5``: prints the port, serves until killed."""
+    """``EMBEDLIB_PROXY_UPSTREAM=DSN python -m embedlib.testing.proxy --latency-ms 5``: prints the port,
+    serves until killed."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
