@@ -10,9 +10,7 @@ work under way is run again on a new connection, with backoff.
 from __future__ import annotations
 
 import contextlib
-import random
 import re
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -20,6 +18,7 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
+from embedlib.backoff import Backoff
 from embedlib.errors import DatabaseError, one_line
 from embedlib.redaction import get_logger, normalize_dsn, remember_dsn
 from embedlib.redaction import redact as redaction_redact
@@ -168,7 +167,8 @@ class Session:
 
     def run(self, unit: Callable[[Connection], T]) -> T:
         cause: BaseException | None = None
-        for attempt in range(MAX_RETRIES_OF_A_UNIT):
+        apart = Backoff(0.025, 0.25, jitter=1.0)  # after a deadlock: apart from the session it met
+        for _ in range(MAX_RETRIES_OF_A_UNIT):
             conn = self.conn
             try:
                 return unit(conn)
@@ -178,7 +178,7 @@ class Session:
                 log.info("%s; running the unit again", one_line(exc))
                 rollback_quietly(conn)
                 cause = exc
-                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # apart from the session it met
+                apart.sleep()
                 continue
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 if not connection_lost(exc, conn):
@@ -214,23 +214,20 @@ class Session:
         reason = redact(one_line(cause), self._dsn) if cause else "connection closed"
         if cause is not None:
             log.warning("lost the database connection (%s); reconnecting", reason)
-        started = time.monotonic()
-        delay = 0.1
+        backoff = Backoff(0.1, 5.0, total=self._reconnect_s)
         while True:
             try:
                 self._open()
                 break
             except (DatabaseError, psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-                if time.monotonic() - started + delay > self._reconnect_s:
+                if not backoff.sleep():
                     raise DatabaseError(
                         f"lost the database connection ({reason}) and could not reconnect "
                         f"within {self._reconnect_s:g} s: {redact(one_line(exc), self._dsn)}"
                     ) from None
-            time.sleep(delay)
-            delay = min(2 * delay, 5.0)
         if cause is not None:
             self.reconnects += 1
-            log.warning("reconnected after %.1f s", time.monotonic() - started)
+            log.warning("reconnected after %.1f s", backoff.elapsed)
 
 
 @contextlib.contextmanager

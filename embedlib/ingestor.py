@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg2
 
+from embedlib.backoff import Backoff
 from embedlib.batching import Batch
 from embedlib.claims import Leases, hold, new_holder_key
 from embedlib.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ATTEMPTS, DEFAULT_MODEL, Settings, env_dsn, env_workers
@@ -323,17 +324,15 @@ class Ingestor:
         until none are left."""
         planner = self._pass(run, options, limit=limit)
         options.defer_in_flight = False  # this run's batches are all written now
-        waited, pause = 0.0, 0.05
+        backoff = Backoff(0.05, 1.0)
         while planner.deferred_spans and not self._stop.is_set():
             # Rows whose text was in flight: this run's (its vector is stored now), or
             # another run's (stored soon, or its claim freed if that run dies). Wait for
             # the other run, but not forever: past CLAIM_WAIT_S, encode the text here too.
-            options.respect_claims = waited < CLAIM_WAIT_S
+            options.respect_claims = backoff.waited < CLAIM_WAIT_S
             planner = self._pass(run, options, spans=planner.deferred_spans, again=True)
             if planner.deferred_spans:
-                time.sleep(pause)
-                waited += pause
-                pause = min(2 * pause, 1.0)
+                backoff.sleep()
 
     def _pass(
         self,

@@ -56,7 +56,6 @@ import binascii
 import http.client
 import json
 import os
-import random
 import time
 import urllib.error
 import urllib.parse
@@ -67,6 +66,7 @@ from typing import Any
 import numpy as np
 
 from embedlib import redaction
+from embedlib.backoff import Backoff
 from embedlib.errors import EncoderUnavailable, ModelError
 
 log = redaction.get_logger(__name__)
@@ -180,8 +180,8 @@ class RemoteEncoder:
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        deadline = time.monotonic() + retry_s
-        backoff = _BACKOFF_S[0]
+        # Jitter: workers that failed together retry apart.
+        backoff = Backoff(_BACKOFF_S[0], _BACKOFF_S[1], total=retry_s, jitter=0.2)
         while True:
             request = urllib.request.Request(self.endpoint, data=data, headers=headers, method="POST")
             try:
@@ -201,23 +201,23 @@ class RemoteEncoder:
                         f"the embeddings service {self.name!r} refused the request: HTTP {exc.code} {_reason(exc)}"
                     )
                     raise refused(redaction.redact(message.rstrip())) from None
-                why, wait = f"HTTP {exc.code} {_reason(exc)}".rstrip(), _retry_after(exc) or backoff
+                why, asked = f"HTTP {exc.code} {_reason(exc)}".rstrip(), _retry_after(exc)
             except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
                 # HTTPException: not HTTP at all, or a body cut short (IncompleteRead)
                 if isinstance(exc, http.client.HTTPException) and not isinstance(exc, OSError):
                     why = f"sent a broken reply ({type(exc).__name__}: {_shown(str(exc))})"
                 else:
                     why = f"cannot reach it ({_shown(str(getattr(exc, 'reason', None) or exc))})"
-                wait = backoff
+                asked = None
             else:
                 return self._vectors(_parse(reply, content_type, self.name), len(texts))
-            if time.monotonic() + wait > deadline:
+            wait = backoff.next_wait(asked)
+            if wait is None:
                 raise self._unavailable(f"failed for {retry_s:g} s: {why}") from None
             if warn:  # first contact retries quietly: its failure says it all in one line
                 log.warning("embeddings service %r: %s; retrying in %.1f s", self.name, why, wait)
             self.retries += 1
-            time.sleep(wait * random.uniform(0.8, 1.2))  # jitter: workers that failed together retry apart
-            backoff = min(backoff * 2, _BACKOFF_S[1])
+            time.sleep(wait)
 
     def _vectors(self, payload: object, expected: int) -> np.ndarray:
         return _vectors(payload, expected, self.name, self._dimension)
