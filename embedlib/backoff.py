@@ -37,7 +37,9 @@ class Backoff:
     def next_wait(self, at_least: float | None = None) -> float | None:
         """The next wait (``at_least`` when the other side said how long: a Retry-After), or None
         when it would end past ``total``: time to give up."""
-        wait = self._next if at_least is None else at_least
+        wait = self._next
+        if at_least is not None and math.isfinite(at_least) and at_least >= 0:  # NaN or -3 is no wait
+            wait = at_least
         if self.elapsed + wait > self._total:
             return None
         self._next = min(2 * self._next, self._most)

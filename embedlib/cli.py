@@ -491,10 +491,14 @@ def _index(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     import json
+    import math
 
     for match in _ingestor_of(args, model=args.model).search(args.query, args.k, metric=args.metric):
         if args.json:
-            print(json.dumps({"id": match.id, "text": match.text, "distance": match.distance}, default=str))
+            # NaN (a stored vector with no direction, from before such vectors were refused) is null:
+            # JSON has no NaN.
+            distance = match.distance if math.isfinite(match.distance) else None
+            print(json.dumps({"id": match.id, "text": match.text, "distance": distance}, default=str))
         else:
             print(f"{match.distance:.4f}  {match.id}  {' '.join(match.text.split())}")
     return 0

@@ -20,7 +20,10 @@ from embedlib.errors import EncoderUnavailable, one_line
 from embedlib.redaction import redact
 
 NON_FINITE = "the model returned a non-finite vector (NaN or infinity)"
-ZERO_VECTOR = "the model returned the zero vector, which has no direction (cosine distance to it is undefined)"
+ZERO_VECTOR = (
+    "the model returned the zero vector (or one too small for its squares to be told from zero), "
+    "which has no direction (cosine distance to it is undefined)"
+)
 BEYOND_HALF = "the vector has values beyond halfvec's range (+-65504): store it with --dtype float"
 HALF_MAX = float(np.finfo(np.float16).max)
 _MAX_MESSAGE = 1000  # characters of an error kept in the errors table
@@ -73,15 +76,18 @@ def isolate_failures(
 def unstorable_rows(vectors: np.ndarray, vector_type: str) -> dict[int, str]:
     """Why each vector that cannot be stored as ``vector_type`` cannot (by position).
 
-    NaN or infinity never is, nor the zero vector (as stored: for halfvec,
-    one whose values all round to zero in float16); for halfvec, neither is
-    a value float16 would turn into infinity (pgvector refuses those, and
-    with them the whole batch).
+    NaN or infinity never is, nor a vector with no direction: the zero
+    vector, or one whose squares sum to zero in float32, where pgvector
+    computes distances (1e-45 everywhere: its norm is 0 and every distance
+    to it NaN). Judged as stored: for halfvec, after rounding to float16.
+    For halfvec, neither is a value float16 would turn into infinity
+    (pgvector refuses those, and with them the whole batch).
     """
     reasons = {int(position): NON_FINITE for position in np.flatnonzero(~np.isfinite(vectors).all(axis=1))}
-    with np.errstate(over="ignore", invalid="ignore"):  # beyond float16 or NaN: not zero, and a reason of its own
-        as_stored = vectors.astype(np.float16) if vector_type == "halfvec" else vectors
-        for position in np.flatnonzero(~as_stored.any(axis=1)):
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # NaN and infinity have a reason of their own
+        as_stored = (vectors.astype(np.float16) if vector_type == "halfvec" else vectors).astype(np.float32)
+        squares = np.sum(as_stored * as_stored, axis=1, dtype=np.float32)
+        for position in np.flatnonzero(squares < np.finfo(np.float32).tiny):
             reasons.setdefault(int(position), ZERO_VECTOR)
         if vector_type == "halfvec":
             beyond = np.flatnonzero((np.abs(vectors) > HALF_MAX).any(axis=1))

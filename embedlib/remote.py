@@ -55,6 +55,7 @@ import base64
 import binascii
 import http.client
 import json
+import math
 import os
 import time
 import urllib.error
@@ -337,7 +338,8 @@ def _shown(text: str) -> str:
 
 def _retry_after(exc: urllib.error.HTTPError) -> float | None:
     try:
-        return min(float(exc.headers.get("Retry-After", "")), _BACKOFF_S[1])
+        asked = float(exc.headers.get("Retry-After", ""))
+        return min(asked, _BACKOFF_S[1]) if math.isfinite(asked) and asked >= 0 else None
     except ValueError:
         return None
 

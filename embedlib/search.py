@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
 from psycopg2 import sql
 
 from embedlib.db import Connection, fetch_all, transaction
 from embedlib.encoder import Encoder, model_identity, model_label, resolve_encoder
 from embedlib.errors import ConfigError, ModelError
+from embedlib.failures import unstorable_rows
 from embedlib.index import check_metric
 from embedlib.schema import SourceTable, TargetTable, model_key
 from embedlib.source import has_vectors
@@ -65,7 +67,10 @@ def nearest(
         raise
     name = model_key(conn, target, identity, create=False)  # None: the target knows no such model
     check_model(conn, target, name, identity.label)
-    vector = resolve_encoder(model).encode([query])[0]
+    vector = np.asarray(resolve_encoder(model).encode([query]), dtype=np.float32)[0]
+    unusable = unstorable_rows(vector[None, :], target.vector_type)
+    if unusable:
+        raise ModelError(f"the model's vector for the query {query[:80]!r} cannot be searched with: {unusable[0]}")
     literal = "[" + ",".join(repr(float(x)) for x in vector) + "]"
     statement = sql.SQL(
         """

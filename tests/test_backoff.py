@@ -44,3 +44,8 @@ def test_jitter_spreads_waits_within_its_band(clock):
     assert len(set(waits)) > 100  # spread, not one value
     full = list(itertools.islice((Backoff(0.1, 0.1, jitter=1.0).next_wait() for _ in itertools.count()), 200))
     assert min(full) < 0.02 and max(full) > 0.18  # type: ignore[type-var]
+
+
+def test_a_nonsense_wait_asked_for_is_ignored(clock):
+    for nonsense in (float("nan"), float("inf"), -3.0):
+        assert Backoff(0.5, 8.0, total=60.0).next_wait(at_least=nonsense) == 0.5

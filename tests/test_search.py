@@ -180,3 +180,21 @@ def test_halfvec_halves_storage_at_a_measured_recall_cost(dsn, tables, sample_te
     print(f"\nagainst exact float search, {len(queries)} queries over {len(sample_texts)} rows: " + "; ".join(figures))
     print(f"vector bytes per row {float_bytes:.0f} -> {half_bytes:.0f}; table {float_table} -> {half_table} bytes")
     assert half_bytes < 0.51 * float(float_bytes) and half_table < 0.7 * float_table
+
+
+class _ZeroForQueries(HashEncoder):
+    """Right for the stored texts, the zero vector for anything asking for 'query'."""
+
+    def encode(self, texts):  # type: ignore[no-untyped-def]
+        vectors = super().encode(texts)
+        vectors[[i for i, text in enumerate(texts) if "query" in text]] = 0
+        return vectors
+
+
+def test_a_query_vector_with_no_direction_is_refused_not_searched(dsn, tables):
+    table = tables.source(["alpha", "beta", "gamma"])
+    ingestor = Ingestor(dsn, table=table, model=_ZeroForQueries(), executor="serial")
+    assert ingestor.run().rows == 3
+    assert ingestor.search("alpha", k=1)[0].text == "alpha"
+    with pytest.raises(ModelError, match="cannot be searched with: the model returned the zero vector"):
+        ingestor.search("a query", k=2)

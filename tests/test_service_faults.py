@@ -498,3 +498,9 @@ def test_the_errors_table_gets_no_key_and_no_zero_vector_from_any_encoder(monkey
         4: ZERO_VECTOR,
         5: "the vector has values beyond halfvec's range (+-65504): store it with --dtype float",
     }
+
+
+def test_a_vector_too_small_to_have_a_direction_is_not_stored():
+    tiny = np.full((1, 8), 1e-45, dtype=np.float32)  # not zero, but its squares are: norm 0, distances NaN
+    small = np.full((1, 8), 1e-15, dtype=np.float32)  # squares 1e-30: a direction float32 can still tell
+    assert unstorable_rows(np.vstack([tiny, small]), "vector") == {0: ZERO_VECTOR}

@@ -30,6 +30,10 @@ from pathlib import Path
 
 import psycopg2.extensions
 
+from embedlib.db import connect
+from embedlib.errors import DatabaseError
+from embedlib.redaction import normalize_dsn, redact
+
 _CHUNK = 1 << 16
 
 
@@ -38,7 +42,7 @@ class Proxy:
         if not latency_ms >= 0:
             raise ValueError(f"latency_ms must be >= 0, got {latency_ms!r}")
         self.one_way_s = latency_ms / 2000
-        params = psycopg2.extensions.parse_dsn(dsn)
+        params = psycopg2.extensions.parse_dsn(normalize_dsn(dsn))
         host = params.get("host") or "/tmp"
         port = int(params.get("port") or 5432)
         self._upstream: str | tuple[str, int]
@@ -173,14 +177,20 @@ _UPSTREAM_VARIABLE = "EMBEDLIB_PROXY_UPSTREAM"  # the DSN goes by environment, n
 @contextlib.contextmanager
 def in_subprocess(dsn: str, latency_ms: float) -> Iterator[str]:
     """A Proxy with ``latency_ms`` in a process of its own while the block runs; yields the DSN through it."""
+    connect(dsn).close()  # a DSN that cannot work fails here, in one redacted line, not in the child
+    dsn = normalize_dsn(dsn)
     command = [sys.executable, "-m", "embedlib.testing.proxy", "--latency-ms", str(latency_ms)]
     environment = {**os.environ, _UPSTREAM_VARIABLE: dsn}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
+    )  # fmt: skip
     try:
-        assert process.stdout is not None
+        assert process.stdout is not None and process.stderr is not None
         port = process.stdout.readline().strip()
         if not port.isdigit():
-            raise RuntimeError(f"the latency proxy did not start (exit status {process.wait()})")
+            process.wait()
+            complaint = (process.stderr.read().strip().splitlines() or ["no reason given"])[-1]
+            raise DatabaseError(f"the latency proxy did not start: {redact(complaint)}")
         yield _through(psycopg2.extensions.parse_dsn(dsn), int(port))
     finally:
         process.terminate()
