@@ -130,7 +130,7 @@ def model_label(model: Any) -> str:
         if model in DEFAULT_MODEL_ALIASES:
             return DEFAULT_MODEL
         path = _local_path(model)
-        return path.resolve().name if path is not None and path.name not in ("", ".", "..") else model.rstrip("/")
+        return (path.resolve().name or model) if path is not None else model.rstrip("/")  # "." is its directory
     return str(getattr(model, "name", type(model).__name__))
 
 

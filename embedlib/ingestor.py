@@ -30,20 +30,18 @@ from embedlib.db import (
 from embedlib.encoder import Encoder, encodes_concurrently, model_identity, resolve_encoder
 from embedlib.errors import ConfigError, EmbedlibError, SchemaError
 from embedlib.executors import Executor, WorkerFactory, make_executor
-from embedlib.index import IndexReport, build_index, check_choice
+from embedlib.index import IndexReport, build_index, check_choice, check_metric
 from embedlib.metrics import IngestReport
 from embedlib.planner import Planner, PlanOptions
+from embedlib.provenance import claim_target, model_key, served_target
 from embedlib.redaction import get_logger
 from embedlib.schema import (
     SourceTable,
     TargetTable,
     check_dtype,
-    claim_target,
     ensure_side_tables,
     ensure_target,
-    existing_target,
     inspect_source,
-    model_key,
 )
 from embedlib.search import Match, nearest
 from embedlib.sink import clear_resolved_errors, refresh_frequency
@@ -144,6 +142,8 @@ class Ingestor:
         )
         if index is not None:
             check_choice(index, metric)
+        else:
+            check_metric(metric)  # search uses it too
         self.index, self.metric = index, metric
         self.progress = progress
         self._stop = threading.Event()
@@ -263,7 +263,7 @@ class Ingestor:
         """The source and its target, which must exist: search and index need stored vectors."""
         s = self.settings
         source = inspect_source(conn, s.table, s.id_column, s.text_column)
-        target = existing_target(conn, source, s.target)
+        target = served_target(conn, source, s.target)
         if target is None:
             raise SchemaError(f"table {s.target_table!r} does not exist yet: run embedlib ingest first")
         return source, target
@@ -291,7 +291,7 @@ class Ingestor:
         with transaction(conn):
             source = inspect_source(conn, s.table, s.id_column, s.text_column)
             identity = model_identity(s.model)
-            target = existing_target(conn, source, s.target)
+            target = served_target(conn, source, s.target)
             key = None
             if target is not None:
                 check_dtype(target, s.dtype)

@@ -7,19 +7,13 @@ catalog's own ``format_type``, which quotes what needs quoting.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from psycopg2 import sql
 
 from embedlib.db import Connection, fetch_all, qualified
 from embedlib.errors import SchemaError
-
-if TYPE_CHECKING:
-    from embedlib.encoder import ModelIdentity
 
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names
 
@@ -55,6 +49,7 @@ class SourceTable(Relation):
     text_column: str
     id_type: str  # as format_type prints it, e.g. 'bigint' or 'character varying(20)'
     id_nullable: bool = False  # a UNIQUE id column may hold NULLs: those rows cannot be keyed (see source)
+    oid: int = 0  # the table itself, whatever it is called later (see provenance)
 
 
 @dataclass(frozen=True)
@@ -214,7 +209,7 @@ def inspect_source(conn: Connection, table: str, id_column: str, text_column: st
             "does not cover, so ids may repeat; embed each child table on its own"
         )
     _check_unique(conn, table, oid, kind, id_column, id_attnum)
-    return SourceTable(schema, name, id_column, text_column, id_type, id_nullable=not not_null)
+    return SourceTable(schema, name, id_column, text_column, id_type, id_nullable=not not_null, oid=oid)
 
 
 def _check_unique(conn: Connection, table: str, oid: int, kind: str, id_column: str, id_attnum: int) -> None:
@@ -229,21 +224,27 @@ def _check_unique(conn: Connection, table: str, oid: int, kind: str, id_column: 
     indexes = fetch_all(
         conn,
         """
-        SELECT indnkeyatts = 1 AND indpred IS NULL AND indexprs IS NULL,
+        SELECT indnkeyatts, indpred IS NOT NULL OR indexprs IS NOT NULL,
                (SELECT string_agg(a.attname, ', ' ORDER BY k.n) FROM unnest(indkey) WITH ORDINALITY k(attnum, n)
                 JOIN pg_attribute a ON a.attrelid = indrelid AND a.attnum = k.attnum)
         FROM pg_index WHERE indrelid = %s AND indisunique AND %s = ANY (indkey)
         """,
         (oid, id_attnum),
     )
-    if any(single for single, _ in indexes):
+    if any(keys == 1 and not partial for keys, partial, _ in indexes):
         return
-    composite = next((columns for _, columns in indexes), None)
+    composite = next((columns for keys, _, columns in indexes if keys > 1), None)
     if composite:
         raise SchemaError(
             f"column {id_column!r} of table {table!r} is unique only together with others ({composite}); "
             "embedlib keys vectors by one unique column: add one, e.g. ALTER TABLE ... ADD COLUMN embed_id "
             "bigint GENERATED ALWAYS AS IDENTITY UNIQUE, and pass --id-column embed_id"
+        )
+    if indexes:
+        raise SchemaError(
+            f"column {id_column!r} of table {table!r} is unique only where a partial or expression index "
+            f"says so; embedlib keys embeddings by it, so it needs a unique index on the whole column "
+            f"(e.g. CREATE UNIQUE INDEX ON ... ({id_column}))"
         )
     advice = "CREATE UNIQUE INDEX ON ... ({})" if kind == "m" else "ALTER TABLE ... ADD PRIMARY KEY ({})"
     raise SchemaError(
@@ -284,7 +285,8 @@ def _check_length(name: str) -> None:
 
 
 def existing_target(conn: Connection, source: SourceTable, target: str | None) -> TargetTable | None:
-    """The target table if it exists, checked against what embedlib writes and against the source it serves."""
+    """The target table if it exists, checked against what embedlib writes (``provenance.served_target``
+    checks it against the source it serves, too)."""
     schema, name = target_name(source, target)
     rows = fetch_all(
         conn,
@@ -323,9 +325,7 @@ def existing_target(conn: Connection, source: SourceTable, target: str | None) -
             "ADD PRIMARY KEY (id)"
         )
     vector_type, dimension = match.group(1), int(match.group(2))
-    table = TargetTable(schema, name, source.id_type, dimension, side_table_stem(conn, schema, name), vector_type)
-    check_owner(conn, table, source)
-    return table
+    return TargetTable(schema, name, source.id_type, dimension, side_table_stem(conn, schema, name), vector_type)
 
 
 _PRIMARY_KEY_ON_ID = (
@@ -442,76 +442,3 @@ def ensure_side_tables(conn: Connection, target: TargetTable) -> None:
             continue
         with conn.cursor() as cur:
             cur.execute(sql.SQL(statement).format(table=table.ident, id_type=sql.SQL(target.id_type)))
-
-
-def _owner(source: SourceTable) -> str:
-    return json.dumps([source.schema, source.name, source.id_column, source.text_column])
-
-
-def _has_meta(conn: Connection, target: TargetTable) -> bool:
-    return bool(fetch_all(conn, "SELECT to_regclass(%s) IS NOT NULL", (target.meta.ident.as_string(conn),))[0][0])
-
-
-def check_owner(conn: Connection, target: TargetTable, source: SourceTable) -> None:
-    """Refuse a target that serves another source, or other columns of this one: its rows are keyed
-    by that source's ids, and writing this source's vectors would overwrite them."""
-    if not _has_meta(conn, target):
-        return  # made before targets recorded their source: claim_target records this one
-    query = sql.SQL("SELECT value FROM {} WHERE key = 'source'").format(target.meta.ident)
-    rows = fetch_all(conn, query)
-    if not rows or rows[0][0] == _owner(source):
-        return
-    schema, name, id_column, text_column = json.loads(rows[0][0])
-    raise SchemaError(
-        f"target {target.label!r} holds the vectors of {schema}.{name} (id {id_column!r}, text {text_column!r}), "
-        f"not of {source.label} (id {source.id_column!r}, text {source.text_column!r}); choose another --target"
-    )
-
-
-def claim_target(conn: Connection, target: TargetTable, source: SourceTable) -> None:
-    """Record that ``target`` serves ``source`` (kept if recorded already; ``check_owner`` refused any other)."""
-    statement = sql.SQL("INSERT INTO {} (key, value) VALUES ('source', %s) ON CONFLICT (key) DO NOTHING")
-    with conn.cursor() as cur:
-        cur.execute(statement.format(target.meta.ident), (_owner(source),))
-
-
-def model_key(conn: Connection, target: TargetTable, identity: ModelIdentity, *, create: bool = True) -> str | None:
-    """The name stored in the target's ``model`` column for the model ``identity`` is.
-
-    The model's label when no other model holds it in this target, else the
-    label and the start of the identity's digest: two models typed the same
-    way (``./m`` in two directories) never share vectors, and the name people
-    read stays short. A target made before identities were recorded adopts
-    its labels for the first model that uses them. ``create=False`` (search):
-    None if the target knows no such model.
-    """
-    meta = target.meta.ident
-    if not _has_meta(conn, target):
-        return identity.label if not create else _allocate(conn, target, identity)
-    rows = fetch_all(
-        conn,
-        sql.SQL("SELECT substr(key, 7) FROM {} WHERE key LIKE 'model:%%' AND value = %s ORDER BY key LIMIT 1").format(
-            meta
-        ),
-        (identity.key,),
-    )
-    if rows:
-        return str(rows[0][0])
-    return _allocate(conn, target, identity) if create else None
-
-
-def _allocate(conn: Connection, target: TargetTable, identity: ModelIdentity) -> str:
-    digest = hashlib.sha256(identity.key.encode()).hexdigest()
-    insert = sql.SQL("INSERT INTO {} (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING").format(
-        target.meta.ident
-    )
-    for name in (identity.label, f"{identity.label}@{digest[:8]}", f"{identity.label}@{digest}"):
-        with conn.cursor() as cur:
-            cur.execute(insert, (f"model:{name}", identity.key))
-            taken_by_me = cur.rowcount == 1
-        if taken_by_me or fetch_all(
-            conn, sql.SQL("SELECT value = %s FROM {} WHERE key = %s").format(target.meta.ident),
-            (identity.key, f"model:{name}"),
-        )[0][0]:
-            return name
-    raise SchemaError(f"target {target.label!r} has no free name for model {identity.label!r}")  # a digest collision

@@ -26,7 +26,8 @@ from embedlib.encoder import Encoder, model_identity, model_label, resolve_encod
 from embedlib.errors import ConfigError, ModelError
 from embedlib.failures import unstorable_rows
 from embedlib.index import check_metric
-from embedlib.schema import SourceTable, TargetTable, model_key
+from embedlib.provenance import model_key
+from embedlib.schema import SourceTable, TargetTable
 from embedlib.source import has_vectors
 
 OPERATORS = {"cosine": "<=>", "l2": "<->", "ip": "<#>"}  # ip: the negative inner product
@@ -112,6 +113,11 @@ def check_model(conn: Connection, target: TargetTable, model: str | None, label:
     if not models:
         raise ModelError(f"{target.label!r} holds no vectors yet: run embedlib ingest first")
     stored = ", ".join(repr(name) for name in sorted(models))
+    if label in models:  # the label is taken by another model: same name, other files or endpoint
+        raise ModelError(
+            f"{target.label!r} holds vectors of another model also called {label!r} (its files or endpoint "
+            f"differ from this one's; stored: {stored}): search with the model that made them (--model)"
+        )
     raise ModelError(
         f"{target.label!r} holds vectors of {stored}, not of {label!r}: search with the model that made them (--model)"
     )

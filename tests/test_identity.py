@@ -11,7 +11,8 @@ import pytest
 from psycopg2 import sql
 
 from embedlib import Ingestor
-from embedlib.encoder import model_identity
+from embedlib.encoder import model_identity, model_label
+from embedlib.errors import ModelError
 
 pytestmark = pytest.mark.model
 
@@ -56,6 +57,8 @@ def test_the_same_path_typed_in_two_directories_is_two_models(dsn, conn, tables,
     assert models(conn, table) == {"m"}  # the label people read stays short
 
     monkeypatch.chdir(second)
+    with pytest.raises(ModelError, match="holds vectors of another model also called 'm'"):
+        Ingestor(dsn, table=table, model="./m").search(sample_texts[3], k=1)
     report = Ingestor(dsn, table=table, model="./m", executor="serial").run()
     assert (report.rows, report.encoded) == (12, 12)  # not "embedded 0 rows": another model
     cls_vectors = vectors(conn, table)
@@ -85,6 +88,12 @@ def test_changed_files_make_another_model_and_a_copy_is_the_same(dsn, conn, tabl
     settings.write_text(settings.read_text().replace("}", ', "note": "retrained"}', 1))
     assert model_identity(str(directory)).key != model_identity(str(copy)).key
     assert Ingestor(dsn, table=table, model=str(directory), executor="serial").run().rows == 6
+
+
+def test_a_directory_given_as_dot_is_labelled_by_its_name(tmp_path, monkeypatch):
+    directory = model_copy(tmp_path)
+    monkeypatch.chdir(directory)
+    assert model_label(".") == "m" and model_label(str(directory / "..")) == tmp_path.name
 
 
 def test_a_service_is_its_endpoint_and_model_name():

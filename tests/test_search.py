@@ -198,3 +198,8 @@ def test_a_query_vector_with_no_direction_is_refused_not_searched(dsn, tables):
     assert ingestor.search("alpha", k=1)[0].text == "alpha"
     with pytest.raises(ModelError, match="cannot be searched with: the model returned the zero vector"):
         ingestor.search("a query", k=2)
+
+
+def test_an_unknown_metric_is_refused_even_without_an_index(dsn):
+    with pytest.raises(ConfigError, match="metric"):
+        Ingestor(dsn, table="t", metric="dot")

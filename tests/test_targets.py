@@ -138,6 +138,7 @@ def test_char_n_text_is_measured_without_its_padding(dsn, conn, tables):
         ("inheritance", "inheritance children", None),
         ("view", "is a view", "ADD PRIMARY KEY"),
         ("composite", "unique only together with others (id, part)", "ADD PRIMARY KEY (id)"),
+        ("partial", "partial or expression index", "together with others"),
     ],
 )
 def test_shapes_embedlib_cannot_key_get_one_precise_line(dsn, conn, tables, shape, expected, not_expected):
@@ -150,6 +151,9 @@ def test_shapes_embedlib_cannot_key_get_one_precise_line(dsn, conn, tables, shap
     elif shape == "view":
         base = tables.source(["a view's text"])
         execute(conn, "CREATE VIEW {} AS SELECT * FROM {}", name, base)
+    elif shape == "partial":
+        execute(conn, "CREATE TABLE {} (id bigint, text text)", name)
+        execute(conn, "CREATE UNIQUE INDEX ON {} (id) WHERE id > 0", name)
     else:
         execute(conn, "CREATE TABLE {} (id bigint, part int, text text, PRIMARY KEY (id, part))", name)
     result = run_cli("ingest", name, dsn=dsn)
@@ -162,3 +166,21 @@ def test_shapes_embedlib_cannot_key_get_one_precise_line(dsn, conn, tables, shap
         execute(conn, "DROP TABLE {}", child)
     for suffix in ("embeddings", *(f"embedding_{kind}" for kind in SIDE_TABLES)):
         assert not exists(conn, f'"{name}_{suffix}"')
+
+
+def test_a_renamed_source_keeps_its_target_and_a_lost_record_is_not_a_way_in(dsn, conn, tables):
+    table, other = tables.source(["one", "two", "three"]), tables.source(["un", "deux", "trois"])
+    target = f"{table}_embeddings"
+    ingest(dsn, table)
+    renamed = tables.name("renamed")
+    execute(conn, "ALTER TABLE {} RENAME TO {}", table, renamed)
+    execute(conn, "UPDATE {} SET text = 'two, edited' WHERE id = 2", renamed)
+    assert ingest(dsn, renamed, target=target).rows == 1  # the same table under its new name
+    execute(conn, "DROP TABLE {}", f"{table}_embedding_meta")  # the record is lost (or predates records)
+    with pytest.raises(SchemaError, match="has no record of the source it serves"):
+        ingest(dsn, other, target=target)
+    before = execute(conn, "SELECT id, text_hash FROM {} ORDER BY id", target)
+    assert ingest(dsn, renamed, target=target).rows == 0  # its own rows: taken back, and recorded again
+    assert execute(conn, "SELECT id, text_hash FROM {} ORDER BY id", target) == before
+    with pytest.raises(SchemaError, match=f"holds the vectors of public.{renamed}"):
+        ingest(dsn, other, target=target)
