@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=DTYPES,
         help="how a new target stores vectors: float (pgvector vector) or half (halfvec: half the space, "
-        "recall cost in the README); default: the existing target's type, else float",
+        "recall cost in docs/performance.md); default: the existing target's type, else float",
     )
     ingest.add_argument("--limit", type=positive_int, help="process at most this many pending rows")
     ingest.add_argument("--metrics-only", action="store_true", help="recompute metrics of embedded rows, no encoding")

@@ -21,7 +21,7 @@ MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names
 METRIC_COLUMNS = ("model", "text_hash", "char_length", "token_count", "truncated", "norm", "frequency", "embedded_at")
 
 # How vectors are stored (--dtype): pgvector's ``vector`` holds float32, 4
-# bytes per dimension; ``halfvec`` holds float16, 2 (README: "halfvec storage"
+# bytes per dimension; ``halfvec`` holds float16, 2 (docs/performance.md#halfvec
 # has what it costs in recall). A target keeps the type it was created with.
 VECTOR_TYPES = {"float": "vector", "half": "halfvec"}
 DTYPES = tuple(VECTOR_TYPES)
