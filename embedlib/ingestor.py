@@ -27,9 +27,10 @@ from embedlib.db import (
     resolve_dsn,
     transaction,
 )
-from embedlib.encoder import Encoder, encodes_concurrently, model_identity, resolve_encoder
+from embedlib.encoder import Encoder, encodes_concurrently, resolve_encoder
 from embedlib.errors import ConfigError, EmbedlibError, SchemaError
 from embedlib.executors import Executor, WorkerFactory, make_executor
+from embedlib.identity import model_identity
 from embedlib.index import IndexReport, build_index, check_choice, check_metric
 from embedlib.metrics import IngestReport
 from embedlib.planner import Planner, PlanOptions
@@ -285,7 +286,7 @@ class Ingestor:
         The model is loaded only when there is text to encode (a few seconds
         saved on every run over an up-to-date table): a missing or different
         model always finds work, since rows embedded by another model are
-        pending. Its identity (``encoder.model_identity``) needs no load.
+        pending. Its identity (``identity.model_identity``) needs no load.
         """
         s = self.settings
         with transaction(conn):

@@ -3,7 +3,7 @@ each name in its ``model`` column. Kept in the ``<stem>_meta`` table beside the 
 
 A target serves one source through one id and one text column: another
 source naming it would overwrite rows keyed by someone else's ids. A
-model is what it is (``encoder.model_identity``), whatever its label: two
+model is what it is (``identity.model_identity``), whatever its label: two
 models with one label are stored under two names.
 """
 
@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING
 
 from psycopg2 import sql
 
 from embedlib.db import Connection, fetch_all
 from embedlib.errors import SchemaError
+from embedlib.identity import ModelIdentity
 from embedlib.schema import SourceTable, TargetTable, existing_target
-
-if TYPE_CHECKING:
-    from embedlib.encoder import ModelIdentity
 
 
 def served_target(conn: Connection, source: SourceTable, target: str | None) -> TargetTable | None:

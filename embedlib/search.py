@@ -22,9 +22,10 @@ import numpy as np
 from psycopg2 import sql
 
 from embedlib.db import Connection, fetch_all, transaction
-from embedlib.encoder import Encoder, model_identity, model_label, resolve_encoder
+from embedlib.encoder import Encoder, resolve_encoder
 from embedlib.errors import ConfigError, ModelError
 from embedlib.failures import unstorable_rows
+from embedlib.identity import model_identity, model_label
 from embedlib.index import check_metric
 from embedlib.provenance import model_key
 from embedlib.schema import SourceTable, TargetTable

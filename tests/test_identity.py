@@ -11,8 +11,8 @@ import pytest
 from psycopg2 import sql
 
 from embedlib import Ingestor
-from embedlib.encoder import model_identity, model_label
 from embedlib.errors import ModelError
+from embedlib.identity import model_identity, model_label
 
 pytestmark = pytest.mark.model
 
