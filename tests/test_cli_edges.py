@@ -317,8 +317,8 @@ def test_a_stop_at_once_is_bounded_even_when_unwinding_hangs(tmp_path, signals):
                 finally:
                     time.sleep(60)  # unwinding that hangs
 
-            cli._load = load
-            cli.STOP_GRACE_S = 2.0
+            cli.load.run = load
+            cli.signals.STOP_GRACE_S = 2.0
             sys.exit(cli.main(["load", "t", "-"]))
             """
         )
@@ -362,7 +362,7 @@ def test_warnings_are_redacted_with_the_dsn_password_given_on_the_command_line(t
                 logging.getLogger("urllib3").warning("server said: bad password pw-Secret-42")
                 return 0
 
-            cli._load = load
+            cli.load.run = load
             sys.exit(cli.main(["load", "t", "-", "--dsn", "postgresql://alice:pw-Secret-42@db.example/x"]))
             """
         )

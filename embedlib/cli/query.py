@@ -1,0 +1,77 @@
+"""``embedlib index`` and ``embedlib search``: the stored vectors, indexed and searched."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from embedlib.cli.arguments import Parents, dsn_of, positive_int
+from embedlib.config import DEFAULT_MODEL
+from embedlib.index import METHODS, METRICS
+
+if TYPE_CHECKING:
+    from embedlib.ingestor import Ingestor
+
+
+def add_parsers(commands: argparse._SubParsersAction, parents: Parents) -> None:
+    index = commands.add_parser(
+        "index",
+        parents=[parents.database, parents.source, parents.target],
+        help="build a pgvector index on a table's stored vectors",
+    )
+    index.add_argument("--method", choices=METHODS, default="hnsw", help="(default: %(default)s)")
+    index.add_argument("--metric", choices=METRICS, default="cosine", help="(default: %(default)s)")
+    index.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    index.set_defaults(handler=run_index)
+
+    search = commands.add_parser(
+        "search",
+        parents=[parents.database, parents.source, parents.target],
+        help="the rows nearest to a query, by their stored vectors",
+    )
+    search.add_argument("query", help="text to search for")
+    search.add_argument("-k", type=positive_int, default=10, help="how many rows (default: %(default)s)")
+    search.add_argument("--model", default=DEFAULT_MODEL, help="the model that made the vectors (default: %(default)s)")
+    search.add_argument("--metric", choices=METRICS, default="cosine", help="(default: %(default)s)")
+    search.add_argument("--json", action="store_true", help="print the matches as JSON lines")
+    search.set_defaults(handler=run_search)
+
+
+
+def run_index(args: argparse.Namespace) -> int:
+    built = ingestor_of(args, progress=not args.quiet).build_index(args.method, args.metric)
+    what = f"{built.method} index {built.name} ({built.metric})"
+    if built.created:
+        print(f"built {what}: {built.rows} rows in {built.seconds:.1f} s")
+    else:
+        print(f"{what} exists already")
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    import json
+    import math
+
+    for match in ingestor_of(args, model=args.model).search(args.query, args.k, metric=args.metric):
+        if args.json:
+            # NaN (a stored vector with no direction, from before such vectors were refused) is null:
+            # JSON has no NaN.
+            distance = match.distance if math.isfinite(match.distance) else None
+            print(json.dumps({"id": match.id, "text": match.text, "distance": distance}, default=str))
+        else:
+            print(f"{match.distance:.4f}  {match.id}  {' '.join(match.text.split())}")
+    return 0
+
+
+def ingestor_of(args: argparse.Namespace, **options: Any) -> Ingestor:
+    """An Ingestor for the table options shared by index and search."""
+    from embedlib.ingestor import Ingestor
+
+    return Ingestor(
+        dsn_of(args),
+        table=args.table,
+        text_column=args.text_column,
+        id_column=args.id_column,
+        target=args.target,
+        **options,
+    )
