@@ -62,7 +62,8 @@ class Settings:
     # folded and texts sorted by length across several batches.
     window_size: int = 0
     # A cap on tokens per call to the model (texts x longest), 0 for none; see
-    # batching.budget_slices. 2048 measured fastest here, for short and long texts.
+    # batching.budget_slices. The default was the fastest for short and long texts
+    # (docs/performance.md).
     batch_tokens: int = DEFAULT_BATCH_TOKENS
     metrics_only: bool = False
     # How vectors are stored: "float" or "half" (schema.VECTOR_TYPES); None

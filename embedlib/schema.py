@@ -385,7 +385,7 @@ def ensure_target(
             # Vector reuse and the frequency refresh look rows up by text hash; the
             # refresh also finds rows whose frequency is not 1 (few) by the partial index.
             # A btree, not a hash index: a hash index loaded faster from one connection
-            # but slower from two writers at once (1M rows: 30k against 34k rows/s).
+            # but slower from two writers at once (docs/performance.md).
             cur.execute(sql.SQL("CREATE INDEX ON {} (text_hash)").format(table.ident))
             cur.execute(
                 sql.SQL("CREATE INDEX ON {} (text_hash) WHERE frequency IS DISTINCT FROM 1").format(table.ident)

@@ -21,7 +21,7 @@ EXECUTORS: dict[str, type[Executor]] = {
 
 # The default: on a CPU the model is the bottleneck and torch already uses every
 # core in one encode, so one encoder with reading and writing overlapped around
-# it is the fastest correct way here (see docs/performance.md#executors). With an
+# it is the fastest correct way (see docs/performance.md#executors). With an
 # encoder whose calls can overlap (a remote service) it runs one encoder
 # thread per worker, so that many requests are in flight.
 AUTO = "auto"

@@ -35,8 +35,8 @@ _END = object()  # put by a stage when it has nothing more to pass on
 _POLL_S = 0.1  # how often a blocked stage checks whether the run was stopped
 # A thread that waited on the database (COPY, commit) needs the GIL back to go
 # on; with Python's default 5 ms switch interval it waits that long behind a
-# busy planner thread at every such step, which halved COPY throughput here.
-# 0.5 ms gives it back at once, for the duration of a run.
+# busy planner thread at every such step, a large share of a fast COPY's time
+# (docs/performance.md). 0.5 ms gives it back at once, for the duration of a run.
 _SWITCH_INTERVAL_S = 0.0005
 
 
