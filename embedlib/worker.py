@@ -95,7 +95,15 @@ class BatchWorker:
                 self._spec.target.dimension,
                 worked_before=self._model_worked,
             )
-            self._model_worked = self._model_worked or len(errors) < len(batch.texts)
+            unusable = {**unstorable_rows(vectors, self._spec.target.vector_type), **errors}
+            if len(unusable) == len(batch.texts) > 1 and not self._model_worked:
+                # Not one usable vector from a model that never gave one: the model is broken (a
+                # service answering zeros, say), not every row of the table. Stop, as isolate_failures does.
+                raise EncoderUnavailable(
+                    f"encoder {self._encoder.name!r} gave no usable vector for a batch of {len(batch.texts)} "
+                    f"texts (first: {next(iter(unusable.values()))})"
+                )
+            self._model_worked = self._model_worked or len(unusable) < len(batch.texts)
         return EncodedBatch(batch, vectors, encoded, time.perf_counter() - started, errors)
 
     def _encode_within_budget(self, batch: Batch, start: int, stop: int) -> np.ndarray:

@@ -200,3 +200,18 @@ def test_an_encoder_whose_dimension_changes_stops_the_run_and_blames_no_row(dsn,
         Ingestor(dsn, table=table, model=ShrinkingEncoder(), executor="serial", batch_size=10).run()
     assert len(tables.embeddings(table)) == 10  # the first batch, stored right; nothing after it
     assert error_rows(conn, table) == []
+
+
+class ZeroEncoder(HashEncoder):
+    """A broken model: the zero vector for every text."""
+
+    def encode(self, texts):  # type: ignore[no-untyped-def]
+        return np.zeros((len(texts), self.dimension), dtype=np.float32)
+
+
+def test_a_model_that_gives_no_usable_vector_stops_the_run_not_fills_the_errors_table(dsn, conn, tables):
+    table = tables.source([f"sentence {i}" for i in range(30)])
+    with pytest.raises(EncoderUnavailable, match="gave no usable vector for a batch of 10 texts"):
+        Ingestor(dsn, table=table, model=ZeroEncoder(), executor="serial", batch_size=10).run()
+    assert tables.embeddings(table) == {}
+    assert error_rows(conn, table) == []
