@@ -299,6 +299,8 @@ class Ingestor:
                 ensure_side_tables(conn, target)
                 claim_target(conn, target, source)
                 key = model_key(conn, target, identity)
+                # Now, not after the model has loaded: runs starting together would wait on these rows.
+                conn.commit()
                 clear_resolved_errors(conn, target)  # retries that worked in a run that ended early
             if s.metrics_only and target is None:
                 raise SchemaError(f"table {s.target_table!r} does not exist yet: run ingest without --metrics-only")

@@ -84,12 +84,20 @@ def _check_rows_match(conn: Connection, target: TargetTable, source: SourceTable
 
 def claim_target(conn: Connection, target: TargetTable, source: SourceTable) -> None:
     """Record that ``target`` serves ``source`` (``check_owner`` refused any other): its name now, if
-    it was renamed, and the table's own identity, if an older record lacked it."""
+    it was renamed, and the table's own identity, if an older record lacked it.
+
+    Written only when it changes: a write locks the row until the caller
+    commits, and runs starting together must not queue behind each other.
+    """
+    owner = _owner(source)
+    current = fetch_all(conn, sql.SQL("SELECT value FROM {} WHERE key = 'source'").format(target.meta.ident))
+    if current and current[0][0] == owner:
+        return
     statement = sql.SQL(
         "INSERT INTO {} (key, value) VALUES ('source', %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
     )
     with conn.cursor() as cur:
-        cur.execute(statement.format(target.meta.ident), (_owner(source),))
+        cur.execute(statement.format(target.meta.ident), (owner,))
 
 
 def model_key(conn: Connection, target: TargetTable, identity: ModelIdentity, *, create: bool = True) -> str | None:

@@ -349,8 +349,8 @@ def test_a_reply_that_is_not_http_or_cut_short_is_retried_then_stops_the_run(rep
                 return
             with connection:
                 read_request(connection)  # all of it: closing on unread bytes would reset the connection
+                answered.append(1)  # before the reply: once the client has it, the count is there
                 connection.sendall(reply)
-                answered.append(1)
 
     threading.Thread(target=serve, daemon=True).start()
     try:
