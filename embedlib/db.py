@@ -34,14 +34,12 @@ DEFAULT_RECONNECT_S = 60.0  # how long a Session keeps trying to get its connect
 MAX_RETRIES_OF_A_UNIT = 10
 
 
-
 def _without_quoted_words(complaint: str) -> str:
     """libpq's complaint about a malformed DSN, cut where it starts quoting the DSN ('missing "=" after
     "..."'): the quoted word may be a piece of a password, and may hold a quote itself."""
     kept = re.sub(r'"(.)"', "\x00\\1\x00", complaint)  # a one-character quote ("=") says what is missing
     head, quote, _ = kept.partition('"')
     return (head + ('"..."' if quote else "")).replace("\x00", '"')
-
 
 
 def resolve_dsn(dsn: str | None) -> str:

@@ -32,8 +32,12 @@ def _owner(source: SourceTable) -> str:
     return json.dumps([source.schema, source.name, source.id_column, source.text_column, source.oid])
 
 
-def _has_meta(conn: Connection, target: TargetTable) -> bool:
-    return bool(fetch_all(conn, "SELECT to_regclass(%s) IS NOT NULL", (target.meta.ident.as_string(conn),))[0][0])
+def _recorded_owner(conn: Connection, target: TargetTable) -> str | None:
+    """The target's record of the source it serves (``_owner``'s form), if it has one."""
+    if not target.meta.exists(conn):
+        return None
+    rows = fetch_all(conn, sql.SQL("SELECT value FROM {} WHERE key = 'source'").format(target.meta.ident))
+    return str(rows[0][0]) if rows else None
 
 
 def check_owner(conn: Connection, target: TargetTable, source: SourceTable) -> None:
@@ -45,13 +49,11 @@ def check_owner(conn: Connection, target: TargetTable, source: SourceTable) -> N
     one, or whose ``_meta`` was dropped) is taken only if its rows hold
     this source's texts: half of a sample must match.
     """
-    rows: list[tuple[str]] = []
-    if _has_meta(conn, target):
-        rows = fetch_all(conn, sql.SQL("SELECT value FROM {} WHERE key = 'source'").format(target.meta.ident))
-    if not rows:
+    recorded = _recorded_owner(conn, target)
+    if recorded is None:
         _check_rows_match(conn, target, source)
         return
-    schema, name, id_column, text_column, *rest = json.loads(rows[0][0])
+    schema, name, id_column, text_column, *rest = json.loads(recorded)
     same_table = (schema, name) == (source.schema, source.name) or (rest and rest[0] == source.oid)
     if same_table and (id_column, text_column) == (source.id_column, source.text_column):
         return
@@ -90,8 +92,7 @@ def claim_target(conn: Connection, target: TargetTable, source: SourceTable) -> 
     commits, and runs starting together must not queue behind each other.
     """
     owner = _owner(source)
-    current = fetch_all(conn, sql.SQL("SELECT value FROM {} WHERE key = 'source'").format(target.meta.ident))
-    if current and current[0][0] == owner:
+    if _recorded_owner(conn, target) == owner:
         return
     statement = sql.SQL(
         "INSERT INTO {} (key, value) VALUES ('source', %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
@@ -110,33 +111,31 @@ def model_key(conn: Connection, target: TargetTable, identity: ModelIdentity, *,
     its labels for the first model that uses them. ``create=False`` (search):
     None if the target knows no such model.
     """
-    meta = target.meta.ident
-    if not _has_meta(conn, target):
-        return identity.label if not create else _allocate(conn, target, identity)
-    rows = fetch_all(
+    if not create and not target.meta.exists(conn):
+        return identity.label  # a target from before records: its labels are what there is
+    names = fetch_all(
         conn,
         sql.SQL("SELECT substr(key, 7) FROM {} WHERE key LIKE 'model:%%' AND value = %s ORDER BY key LIMIT 1").format(
-            meta
+            target.meta.ident
         ),
         (identity.key,),
     )
-    if rows:
-        return str(rows[0][0])
+    if names:
+        return str(names[0][0])
     return _allocate(conn, target, identity) if create else None
 
 
 def _allocate(conn: Connection, target: TargetTable, identity: ModelIdentity) -> str:
+    """The first free name of label, label@digest[:8], label@digest for ``identity`` (one another run
+    allocated for it at the same moment counts as its own)."""
     digest = hashlib.sha256(identity.key.encode()).hexdigest()
     insert = sql.SQL("INSERT INTO {} (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING").format(
         target.meta.ident
     )
+    holder = sql.SQL("SELECT value FROM {} WHERE key = %s").format(target.meta.ident)
     for name in (identity.label, f"{identity.label}@{digest[:8]}", f"{identity.label}@{digest}"):
         with conn.cursor() as cur:
             cur.execute(insert, (f"model:{name}", identity.key))
-            taken_by_me = cur.rowcount == 1
-        if taken_by_me or fetch_all(
-            conn, sql.SQL("SELECT value = %s FROM {} WHERE key = %s").format(target.meta.ident),
-            (identity.key, f"model:{name}"),
-        )[0][0]:
+        if fetch_all(conn, holder, (f"model:{name}",))[0][0] == identity.key:
             return name
     raise SchemaError(f"target {target.label!r} has no free name for model {identity.label!r}")  # a digest collision

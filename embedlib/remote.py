@@ -55,7 +55,6 @@ import base64
 import binascii
 import http.client
 import json
-import math
 import os
 import time
 import urllib.error
@@ -224,7 +223,7 @@ class RemoteEncoder:
         return _vectors(payload, expected, self.name, self._dimension)
 
     def _unavailable(self, what: str) -> EncoderUnavailable:
-        return EncoderUnavailable(redaction.redact(f"the embeddings service {self.name!r} {what}"))
+        return _fault(self.name, what)
 
 
 class _Refused(ModelError):
@@ -245,7 +244,12 @@ def _parse(reply: bytes, content_type: str, name: str) -> object:
     what = f"JSON that does not parse ({kind})" if "json" in kind else f"{kind}, not JSON"
     start = _shown(reply[:_READ].decode("utf-8", "replace"))
     shown = f": {start!r}" if start else " (empty)"
-    raise EncoderUnavailable(redaction.redact(f"the embeddings service {name!r} sent {what}{shown}"))
+    raise _fault(name, f"sent {what}{shown}")
+
+
+def _fault(name: str, what: str) -> EncoderUnavailable:
+    """The service ``name`` cannot be used: ``what`` it did, redacted (it may quote the service)."""
+    return EncoderUnavailable(redaction.redact(f"the embeddings service {name!r} {what}"))
 
 
 def _vectors(payload: object, expected: int, name: str, dimension: int | None = None) -> np.ndarray:
@@ -257,7 +261,7 @@ def _vectors(payload: object, expected: int, name: str, dimension: int | None = 
     """
 
     def fault(what: str) -> EncoderUnavailable:
-        return EncoderUnavailable(redaction.redact(f"the embeddings service {name!r} sent {what}"))
+        return _fault(name, f"sent {what}")
 
     if not isinstance(payload, dict):
         raise fault(f"JSON that is not an embeddings list (a {type(payload).__name__})")
@@ -338,8 +342,7 @@ def _shown(text: str) -> str:
 
 def _retry_after(exc: urllib.error.HTTPError) -> float | None:
     try:
-        asked = float(exc.headers.get("Retry-After", ""))
-        return min(asked, _BACKOFF_S[1]) if math.isfinite(asked) and asked >= 0 else None
+        return min(float(exc.headers.get("Retry-After", "")), _BACKOFF_S[1])  # NaN or -3: Backoff ignores it
     except ValueError:
         return None
 

@@ -42,6 +42,9 @@ class Relation:
         """The name for messages and reports."""
         return f"{self.schema}.{self.name}"
 
+    def exists(self, conn: Connection) -> bool:
+        return bool(fetch_all(conn, "SELECT to_regclass(%s) IS NOT NULL", (self.ident.as_string(conn),))[0][0])
+
 
 @dataclass(frozen=True)
 class SourceTable(Relation):
@@ -270,8 +273,7 @@ def side_table_stem(conn: Connection, schema: str, name: str) -> str:
     target named ``..._embeddings`` through --target keeps its ``<name>_errors``.
     """
     stem = name[: -len("s")] if name.endswith("_embeddings") else name
-    older = qualified(schema, f"{name}_errors").as_string(conn)
-    if stem != name and fetch_all(conn, "SELECT to_regclass(%s) IS NOT NULL", (older,))[0][0]:
+    if stem != name and Relation(schema, f"{name}_errors").exists(conn):
         stem = name
     _check_length(f"{stem}_errors")
     return stem
@@ -321,8 +323,7 @@ def existing_target(conn: Connection, source: SourceTable, target: str | None) -
     if not fetch_all(conn, _PRIMARY_KEY_ON_ID, (oid, columns["id"][0]))[0][0]:
         raise SchemaError(
             f"target {label!r} has no primary key on id (restored without it?); add it before embedding "
-            f"into it: ALTER TABLE {sql.Identifier(schema).as_string(conn)}.{sql.Identifier(name).as_string(conn)} "
-            "ADD PRIMARY KEY (id)"
+            f"into it: ALTER TABLE {qualified(schema, name).as_string(conn)} ADD PRIMARY KEY (id)"
         )
     vector_type, dimension = match.group(1), int(match.group(2))
     return TargetTable(schema, name, source.id_type, dimension, side_table_stem(conn, schema, name), vector_type)
@@ -425,7 +426,7 @@ _SIDE_TABLES = {
     "first_id {id_type} NOT NULL, last_id {id_type} NOT NULL)",
     "claims": "CREATE UNLOGGED TABLE IF NOT EXISTS {table} (model text NOT NULL, text_hash text NOT NULL, "
     "holder int4 NOT NULL, PRIMARY KEY (model, text_hash))",
-    # What the target serves (key 'source': schema, table, id and text column, as JSON) and
+    # What the target serves (key 'source': schema, table, id and text column, oid, as JSON) and
     # which model each name in its ``model`` column stands for (key 'model:<name>': identity).
     "meta": "CREATE TABLE IF NOT EXISTS {table} (key text PRIMARY KEY, value text NOT NULL)",
 }
@@ -438,7 +439,7 @@ def ensure_side_tables(conn: Connection, target: TargetTable) -> None:
     """Create the tables beside the target that are missing (all of them, or those older versions lacked)."""
     for kind, statement in _SIDE_TABLES.items():
         table: Relation = getattr(target, kind)
-        if fetch_all(conn, "SELECT to_regclass(%s) IS NOT NULL", (table.ident.as_string(conn),))[0][0]:
+        if table.exists(conn):
             continue
         with conn.cursor() as cur:
             cur.execute(sql.SQL(statement).format(table=table.ident, id_type=sql.SQL(target.id_type)))

@@ -36,7 +36,7 @@ class WorkerSpec:
     batch_tokens: int = 0  # a token budget per encode call (see batching.budget_slices); 0: one call a batch
     reconnect_s: float = DEFAULT_RECONNECT_S  # how long a lost connection is retried (see db.Session)
     holder: int | None = None  # the run's key among ingestors sharing the table (see claims)
-    model_key: str = ""  # the name the model's vectors are stored under (see schema.model_key)
+    model_key: str = ""  # the name the model's vectors are stored under (see provenance.model_key)
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,8 @@ class EncodedBatch:
     vectors: np.ndarray | None
     encoded: int  # texts run through the model
     encode_s: float
-    errors: dict[int, str] = field(default_factory=dict)  # texts the model failed on, by position: why
+    # Texts the model failed on, or whose vectors cannot be stored, by position: why.
+    errors: dict[int, str] = field(default_factory=dict)
 
 
 class BatchWorker:
@@ -95,15 +96,18 @@ class BatchWorker:
                 self._spec.target.dimension,
                 worked_before=self._model_worked,
             )
-            unusable = {**unstorable_rows(vectors, self._spec.target.vector_type), **errors}
-            if len(unusable) == len(batch.texts) > 1 and not self._model_worked:
+        if vectors is not None:  # a vector that cannot be stored fails its text like an error does
+            for position, reason in unstorable_rows(vectors, self._spec.target.vector_type).items():
+                errors.setdefault(position, reason)
+        if encoded:
+            if len(errors) == encoded > 1 and not self._model_worked:
                 # Not one usable vector from a model that never gave one: the model is broken (a
                 # service answering zeros, say), not every row of the table. Stop, as isolate_failures does.
                 raise EncoderUnavailable(
-                    f"encoder {self._encoder.name!r} gave no usable vector for a batch of {len(batch.texts)} "
-                    f"texts (first: {next(iter(unusable.values()))})"
+                    f"encoder {self._encoder.name!r} gave no usable vector for a batch of {encoded} "
+                    f"texts (first: {next(iter(errors.values()))})"
                 )
-            self._model_worked = self._model_worked or len(unusable) < len(batch.texts)
+            self._model_worked = self._model_worked or len(errors) < encoded
         return EncodedBatch(batch, vectors, encoded, time.perf_counter() - started, errors)
 
     def _encode_within_budget(self, batch: Batch, start: int, stop: int) -> np.ndarray:
@@ -134,10 +138,7 @@ class BatchWorker:
         started = time.perf_counter()
         batch, vectors = encoded.batch, encoded.vectors
         metrics = TextMetrics.of(self._encoder, batch.texts, batch.token_counts)
-        errors = dict(encoded.errors)
-        if vectors is not None:
-            for position, reason in unstorable_rows(vectors, self._spec.target.vector_type).items():
-                errors.setdefault(position, reason)
+        errors = encoded.errors  # texts the model failed on, or whose vectors cannot be stored
         # Expand per-text results to per-row, leaving out the rows of texts that failed.
         keep = np.ones(len(batch.texts), dtype=bool)
         keep[list(errors)] = False
