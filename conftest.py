@@ -15,9 +15,9 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from embedlib.db import connect, ensure_vector_extension
-from embedlib.executors import EXECUTORS
-from embedlib.schema import SIDE_TABLES
+from embedlib.db.session import connect, ensure_vector_extension
+from embedlib.run.executors import EXECUTORS
+from embedlib.store.schema import SIDE_TABLES
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +25,7 @@ def dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = os.environ.get("EMBEDLIB_TEST_DSN")
     if not url:
         os.environ["EMBEDLIB_HOME"] = str(tmp_path_factory.mktemp("embedlib-home"))
-        from embedlib.embedded import embedded_dsn
+        from embedlib.db.embedded import embedded_dsn
 
         url = embedded_dsn()
     setup = connect(url)
@@ -107,7 +107,7 @@ def executor_name(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def sample_texts() -> list[str]:
     """Real sentences shipped with embedlib."""
-    from embedlib.demo import sample_lines
+    from embedlib.source.loader import sample_lines
 
     return sample_lines()
 
@@ -115,7 +115,7 @@ def sample_texts() -> list[str]:
 @pytest.fixture(scope="session")
 def st_model():  # type: ignore[no-untyped-def]
     """The raw sentence-transformers model, to compare embedlib's vectors against."""
-    from embedlib.encoder import resolve_encoder
+    from embedlib.encode.base import resolve_encoder
 
     return resolve_encoder("all-MiniLM-L6-v2")._model  # type: ignore[attr-defined]
 

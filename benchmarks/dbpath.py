@@ -25,9 +25,9 @@ from psycopg2 import sql
 
 from benchmarks import workloads
 from benchmarks.measure import Database, ingest_once
-from embedlib import copybin
 from embedlib.cli import positive_int
-from embedlib.executors import AUTO, EXECUTORS
+from embedlib.db import copybin
+from embedlib.run.executors import AUTO, EXECUTORS
 from embedlib.testing import HashEncoder
 
 BATCH_SIZE = 1000

@@ -19,7 +19,7 @@ from benchmarks import workloads
 from benchmarks.measure import Database, Result, ingest_once, side_by_side
 from embedlib import Ingestor
 from embedlib.cli import positive_int
-from embedlib.db import fetch_all
+from embedlib.db.session import fetch_all
 from embedlib.testing import HashEncoder
 
 BATCH_SIZE = 1000

@@ -18,9 +18,9 @@ import numpy as np
 from psycopg2 import sql
 
 from embedlib import Ingestor, IngestReport, copybin
-from embedlib.db import connect, ensure_vector_extension, resolve_dsn
-from embedlib.encoder import resolve_encoder
-from embedlib.schema import SIDE_TABLES
+from embedlib.db.session import connect, ensure_vector_extension, resolve_dsn
+from embedlib.encode.base import resolve_encoder
+from embedlib.store.schema import SIDE_TABLES
 
 
 @dataclass

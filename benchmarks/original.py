@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from psycopg2 import sql
 
-from embedlib.db import connect
+from embedlib.db.session import connect
 
 
 def create_target(dsn: str, table: str, dimension: int) -> str:

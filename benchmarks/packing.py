@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks import workloads
-from embedlib.batching import budget_slices, encode_cost
 from embedlib.cli import positive_int
-from embedlib.config import DEFAULT_BATCH_TOKENS
-from embedlib.encoder import resolve_encoder
-from embedlib.packing import preprocessor
+from embedlib.encode.base import resolve_encoder
+from embedlib.encode.packing import preprocessor
+from embedlib.options import DEFAULT_BATCH_TOKENS
+from embedlib.plan.batching import budget_slices, encode_cost
 
 
 def main() -> None:

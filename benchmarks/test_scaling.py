@@ -4,7 +4,7 @@
     pytest benchmarks/test_scaling.py --benchmark-only --full-size  (10x the rows)
 
 Workers 1, 2, 4, 8 x batch sizes 32, 100, 256 x executors, in each regime of
-``embedlib.bench``: the real model on the CPU (``compute``), PostgreSQL
+``embedlib.cli.benchmark``: the real model on the CPU (``compute``), PostgreSQL
 behind a 5 ms proxy with a fast encoder (``db-latency``), and a local
 OpenAI-compatible service taking 50 ms a request (``remote-encoder``).
 Every point is also saved, with machine info, to
@@ -23,9 +23,9 @@ import pytest
 
 from benchmarks import workloads
 from benchmarks.measure import Database
-from embedlib import bench
-from embedlib.encoder import encodes_concurrently
-from embedlib.executors import Executor, make_executor
+from embedlib.cli import benchmark as bench
+from embedlib.encode.base import encodes_concurrently
+from embedlib.run.executors import Executor, make_executor
 
 RESULTS = Path(os.environ.get("EMBEDLIB_SCALING_JSON", Path(__file__).parent / "results" / "scaling.json"))
 WORKERS = [1, 2, 4, 8]

@@ -13,7 +13,7 @@ import random
 from functools import cache
 from pathlib import Path
 
-from embedlib.demo import sample_lines
+from embedlib.source.loader import sample_lines
 
 SHARED_TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian_descriptions.txt"
 

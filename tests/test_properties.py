@@ -35,9 +35,10 @@ from hypothesis import strategies as st
 from psycopg2 import sql
 
 from embedlib import Ingestor, cli, redaction
-from embedlib.db import connect
+from embedlib.db.relations import MAX_IDENTIFIER_BYTES
+from embedlib.db.session import connect
 from embedlib.errors import EmbedlibError
-from embedlib.schema import MAX_IDENTIFIER_BYTES, SIDE_TABLES
+from embedlib.store.schema import SIDE_TABLES
 from embedlib.testing import HashEncoder
 
 ENCODER = HashEncoder(dimension=8)

@@ -8,9 +8,9 @@ import uuid
 import pytest
 from psycopg2 import sql
 
-from embedlib.db import connect
+from embedlib.db.session import connect
 from embedlib.redaction import normalize_dsn, redact, remember_secret
-from tests.test_cli import assert_clean_failure, run_cli
+from tests.processes import assert_clean_failure, run_cli
 
 PASSWORD = "p@ss/w%rd:x?"  # every character that cuts a URL in the wrong place
 

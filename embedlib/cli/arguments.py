@@ -7,8 +7,8 @@ import argparse
 from typing import NamedTuple, NoReturn
 
 from embedlib import redaction
-from embedlib.config import DEFAULT_MODEL, env_dsn, is_amount
-from embedlib.executors import AUTO, EXECUTORS
+from embedlib.options import DEFAULT_MODEL, env_dsn, is_amount
+from embedlib.run.executors import AUTO, EXECUTORS
 
 
 class Parser(argparse.ArgumentParser):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from embedlib.cli.arguments import Parents, dsn_of, milliseconds, positive_int
-from embedlib.config import DEFAULT_MODEL
 from embedlib.errors import ConfigError, one_line
-from embedlib.executors import AUTO, EXECUTORS
+from embedlib.options import DEFAULT_MODEL
+from embedlib.run.executors import AUTO, EXECUTORS
 
 
 def add_parser(commands: argparse._SubParsersAction, parents: Parents) -> None:
@@ -44,12 +44,11 @@ def add_parser(commands: argparse._SubParsersAction, parents: Parents) -> None:
     bench.set_defaults(handler=run)
 
 
-
 def run(args: argparse.Namespace) -> int:
     import dataclasses
     import json
 
-    from embedlib import bench
+    from embedlib.cli import benchmark as bench
 
     if args.encoder_latency_ms and args.model:
         raise ConfigError("--encoder-latency-ms encodes through a local stand-in service; drop --model")

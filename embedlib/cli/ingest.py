@@ -7,11 +7,10 @@ import os
 
 from embedlib.cli.arguments import Parents, int_at_least, positive_int, seconds
 from embedlib.cli.signals import SIGNALS
-from embedlib.config import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ATTEMPTS
-from embedlib.db import DEFAULT_RECONNECT_S
+from embedlib.db.session import DEFAULT_RECONNECT_S
 from embedlib.errors import ConfigError
-from embedlib.index import METHODS, METRICS
-from embedlib.schema import DTYPES
+from embedlib.options import DEFAULT_BATCH_TOKENS, DEFAULT_MAX_ATTEMPTS, DTYPES
+from embedlib.query.index import METHODS, METRICS
 
 DEFAULT_BATCH_SIZE = 100
 
@@ -77,9 +76,8 @@ def add_parser(commands: argparse._SubParsersAction, parents: Parents) -> None:
     ingest.set_defaults(handler=run)
 
 
-
 def run(args: argparse.Namespace) -> int:
-    from embedlib.ingestor import Ingestor
+    from embedlib.run.ingestor import Ingestor
 
     if args.ray_address:
         os.environ["RAY_ADDRESS"] = args.ray_address  # read by the ray executor, and by Ray itself

@@ -22,8 +22,8 @@ def add_parser(commands: argparse._SubParsersAction, parents: Parents) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embedlib.db import connect, resolve_dsn
-    from embedlib.loader import load_lines
+    from embedlib.db.session import connect, resolve_dsn
+    from embedlib.source.loader import load_lines
 
     if args.file == "-":
         if sys.stdin is None:

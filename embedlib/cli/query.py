@@ -6,11 +6,11 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from embedlib.cli.arguments import Parents, dsn_of, positive_int
-from embedlib.config import DEFAULT_MODEL
-from embedlib.index import METHODS, METRICS
+from embedlib.options import DEFAULT_MODEL
+from embedlib.query.index import METHODS, METRICS
 
 if TYPE_CHECKING:
-    from embedlib.ingestor import Ingestor
+    from embedlib.run.ingestor import Ingestor
 
 
 def add_parsers(commands: argparse._SubParsersAction, parents: Parents) -> None:
@@ -35,7 +35,6 @@ def add_parsers(commands: argparse._SubParsersAction, parents: Parents) -> None:
     search.add_argument("--metric", choices=METRICS, default="cosine", help="(default: %(default)s)")
     search.add_argument("--json", action="store_true", help="print the matches as JSON lines")
     search.set_defaults(handler=run_search)
-
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -65,7 +64,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 def ingestor_of(args: argparse.Namespace, **options: Any) -> Ingestor:
     """An Ingestor for the table options shared by index and search."""
-    from embedlib.ingestor import Ingestor
+    from embedlib.run.ingestor import Ingestor
 
     return Ingestor(
         dsn_of(args),

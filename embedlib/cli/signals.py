@@ -38,7 +38,6 @@ STOP_GRACE_S = 5.0  # the most a stop at once waits for the stack to unwind and 
 STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-
 class Signals:
     """What SIGINT and SIGTERM do while ``main`` runs (see the module docstring). One per process."""
 

@@ -27,7 +27,6 @@ _LONE_CR = re.compile(rb"\r(?!\n)")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-
 def utf8_lines(stream: Iterable[bytes], where: str) -> Iterator[str]:
     """The lines of a byte stream, decoded as UTF-8 strictly, whatever the locale says.
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psycopg2.extensions
 
-from embedlib.db import connect
+from embedlib.db.session import connect
 from embedlib.errors import DatabaseError
 from embedlib.redaction import normalize_dsn, redact
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from embedlib.encoder import Encoder
+from embedlib.encode.base import Encoder
 from embedlib.testing.encoders import HashEncoder
 
 

@@ -1,0 +1,154 @@
+"""From windows of pending rows to batches: what to skip, what to reuse, what to encode.
+
+For each window the planner
+- counts blank rows as skipped and records them so (and deletes the vectors they had: that
+  text is gone), so that they are not pending again until their text changes;
+- folds rows with the same text, so each distinct text is encoded once;
+- reuses the vector the target already holds for a text (same model), by
+  hash, so a text that appears again later in the run, or was embedded by an
+  earlier run for another row, costs no encoding;
+- defers the rows of a text that this run has sent to the encoder but whose
+  vector is not committed yet (still in flight), or that another run sharing
+  the table has claimed (see claims): they stay pending, and the Ingestor's
+  next pass over their window reuses the vector;
+- counts tokens with the model's tokenizer, then sorts what is left by
+  token count and cuts it into batches.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedlib.db.relations import TargetTable
+from embedlib.db.session import Session
+from embedlib.plan.batching import Batch, TextGroup, batch_of, group_by_text, make_batches
+from embedlib.source.reader import PendingReader, Span, has_vectors, stored_vectors
+from embedlib.source.rows import PendingRow, is_blank
+from embedlib.source.sharing import Leases
+from embedlib.store.sink import skip_blank
+
+
+@dataclass
+class PlanOptions:
+    batch_size: int
+    max_tokens: int | None = None  # the model's sequence limit
+    # The model's token counter: counted here, texts are sorted by tokens and
+    # the writer needs no second count. None: sort by characters.
+    count_tokens: Callable[[Sequence[str]], Sequence[int]] | None = None
+    metrics_only: bool = False
+    defer_in_flight: bool = True  # False in later passes: this run's own batches are all written
+    respect_claims: bool = True  # False: encode texts other runs claimed too (after waiting too long for them)
+    # How many texts sent to the encoder are remembered: enough to cover every
+    # batch in flight (a window's worth and the executor's queues) several times.
+    recent_hashes: int = 50_000
+
+
+class Planner:
+    """Plans the batches of one pass over a ``PendingReader``.
+
+    After the pass: ``skipped`` blank rows, ``deferred`` rows left for a
+    later pass, which reads ``deferred_spans``.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        target: TargetTable,
+        model: str,
+        frequencies: Mapping[str, int],
+        options: PlanOptions,
+        leases: Leases,
+    ) -> None:
+        self._session = session
+        self._leases = leases
+        self._target = target
+        self._model = model
+        self._frequencies = frequencies
+        self._options = options
+        self._sent: OrderedDict[str, None] = OrderedDict()  # hashes sent to the encoder, oldest first
+        self.skipped = 0
+        self.deferred = 0
+        self.deferred_spans: list[Span] = []
+        self._had_vectors = options.metrics_only or session.run(lambda conn: has_vectors(conn, target, model))
+
+    def batches(self, reader: PendingReader) -> Iterator[Batch]:
+        for window in reader:
+            deferred = self.deferred
+            yield from self._plan(window)
+            if self.deferred > deferred and reader.span is not None:
+                self.deferred_spans.append(reader.span)
+
+    def _plan(self, window: list[PendingRow]) -> Iterator[Batch]:
+        options = self._options
+        rows: list[PendingRow] = []
+        blank: list[PendingRow] = []
+        for row in window:
+            (blank if is_blank(row.text) else rows).append(row)
+        self.skipped += len(blank)
+        if blank and not options.metrics_only:
+            ids, hashes = [row.id for row in blank], [str(row.text_hash) for row in blank]
+            self._session.run(lambda conn: skip_blank(conn, self._target, ids, hashes))
+        groups = group_by_text(rows)
+        if options.count_tokens is not None and groups:
+            for group, count in zip(groups, options.count_tokens([g.text for g in groups]), strict=True):
+                group.token_count = count
+        if options.metrics_only:
+            yield from self._cut(groups)
+            return
+
+        # A target that held no vector of this model when the run began, and that
+        # no other run is writing to, can only hold the vectors of texts this run
+        # has sent to the encoder: only those are worth looking up.
+        look_up_all = self._had_vectors or self._leases.others_seen
+        candidates = [g.text_hash for g in groups if look_up_all or g.text_hash in self._sent]
+        stored = self._session.run(lambda conn: stored_vectors(conn, self._target, self._model, candidates))
+        reuse = [g for g in groups if g.text_hash in stored]
+        to_encode = []
+        for group in groups:
+            if group.text_hash in stored:
+                continue
+            if options.defer_in_flight and group.text_hash in self._sent:
+                self.deferred += len(group.ids)
+                continue
+            to_encode.append(group)
+        to_encode = self._claimed(to_encode)
+        for group in to_encode:
+            self._remember(group.text_hash)
+        for start in range(0, len(reuse), options.batch_size):
+            part = reuse[start : start + options.batch_size]
+            vectors = np.stack([stored[g.text_hash] for g in part])
+            yield batch_of(part, self._frequencies, vectors)
+        yield from self._cut(to_encode)
+
+    def _claimed(self, groups: list[TextGroup]) -> list[TextGroup]:
+        """The groups this run may encode: other runs may hold rows with the same text only
+        if it is duplicated; those texts are claimed first, and the others' claims deferred."""
+        shared = [g.text_hash for g in groups if g.text_hash in self._frequencies]
+        if not shared or not self._options.respect_claims:
+            return groups
+        mine = self._session.run(lambda conn: self._leases.claim_texts(conn, shared))
+        kept = []
+        for group in groups:
+            if group.text_hash in self._frequencies and group.text_hash not in mine:
+                self.deferred += len(group.ids)
+            else:
+                kept.append(group)
+        return kept
+
+    def _cut(self, groups: list[TextGroup]) -> list[Batch]:
+        options = self._options
+        return make_batches(
+            groups,
+            options.batch_size,
+            frequencies=self._frequencies,
+            max_tokens=options.max_tokens,
+        )
+
+    def _remember(self, text_hash: str) -> None:
+        self._sent[text_hash] = None
+        if len(self._sent) > self._options.recent_hashes:
+            self._sent.popitem(last=False)  # O(1); deleting a plain dict's first key is not

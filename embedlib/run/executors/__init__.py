@@ -1,0 +1,70 @@
+"""Interchangeable strategies for moving batches through workers."""
+
+from __future__ import annotations
+
+from embedlib.errors import ConfigError
+from embedlib.run.executors.base import Executor, Worker, WorkerFactory
+from embedlib.run.executors.inline import SerialExecutor
+from embedlib.run.executors.pipeline import PipelinedExecutor
+from embedlib.run.executors.processes import ProcessExecutor
+from embedlib.run.executors.ray import RayExecutor
+from embedlib.run.executors.threads import AUTOSCALE_MAX_WORKERS, ThreadedExecutor
+
+EXECUTORS: dict[str, type[Executor]] = {
+    SerialExecutor.name: SerialExecutor,
+    PipelinedExecutor.name: PipelinedExecutor,
+    ProcessExecutor.name: ProcessExecutor,
+    RayExecutor.name: RayExecutor,  # needs the optional extra embedlib[ray]
+    ThreadedExecutor.name: ThreadedExecutor,
+}
+
+
+# The default: on a CPU the model is the bottleneck and torch already uses every
+# core in one encode, so one encoder with reading and writing overlapped around
+# it is the fastest correct way (see docs/performance.md#executors). With an
+# encoder whose calls can overlap (a remote service) it runs one encoder
+# thread per worker, so that many requests are in flight.
+AUTO = "auto"
+AUTO_EXECUTOR = PipelinedExecutor
+
+
+def make_executor(
+    name: str, workers: int | None = None, *, concurrent_encoder: bool = False, autoscale: bool = False
+) -> Executor:
+    """An executor by name: one of ``EXECUTORS``, or ``"auto"`` (see ``AUTO_EXECUTOR``).
+
+    ``workers`` is what each executor runs in parallel (writer threads,
+    threads or processes); None means that executor's default. With
+    ``autoscale``, ``workers`` is the most the threaded executor may use
+    (see ``autoscale``); other executors do not scale.
+    """
+    if name == AUTO:
+        name = (ThreadedExecutor if autoscale else AUTO_EXECUTOR).name
+    try:
+        cls = EXECUTORS[name]
+    except KeyError:
+        raise ConfigError(f"unknown executor {name!r} (choose from: {', '.join([AUTO, *EXECUTORS])})") from None
+    options: dict[str, bool] = {}
+    if autoscale:
+        if cls is not ThreadedExecutor:
+            raise ConfigError(f"autoscale works with the threaded executor, not {name!r}")
+        workers = AUTOSCALE_MAX_WORKERS if workers is None else workers
+        options["autoscale"] = True
+    elif cls is PipelinedExecutor:
+        options["concurrent_encoding"] = concurrent_encoder
+    return cls(**options) if workers is None else cls(workers, **options)
+
+
+__all__ = [
+    "AUTO",
+    "EXECUTORS",
+    "Executor",
+    "PipelinedExecutor",
+    "ProcessExecutor",
+    "RayExecutor",
+    "SerialExecutor",
+    "ThreadedExecutor",
+    "Worker",
+    "WorkerFactory",
+    "make_executor",
+]

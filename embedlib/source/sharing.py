@@ -1,0 +1,188 @@
+"""Sharing one table between ingestors: leases on id ranges, claims on texts.
+
+Any number of ``embedlib ingest`` runs, on one machine or many, can work on
+one table at once with nothing but PostgreSQL between them:
+
+- Each run is a *holder*: it holds a session advisory lock on a random key
+  for as long as it lives. A holder is alive exactly while that lock is
+  held, so when its process dies (even by SIGKILL) or its server restarts,
+  PostgreSQL drops the lock at once and the holder's leases and claims
+  are free again: no timeouts to wait out, no heartbeats.
+- A run reads the source in windows, and *leases* each window's id range
+  before reading it: the next ids after where it is, stopping short of
+  ranges leased by other live holders and jumping past them. So no two runs
+  read the same rows, and each row is written by one run.
+- Rows with the same text can sit in ranges leased by different runs. A
+  run *claims* a duplicated text before it encodes it; a text claimed by
+  another live run is deferred, and a later pass reuses the vector that run
+  stores. Texts held by one row only need no claim.
+
+The lease and claim tables are UNLOGGED (no WAL, emptied after a server
+crash, when every holder is dead anyway) and hold rows only while their
+runs do.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg2 import sql
+
+from embedlib.db.relations import SourceTable, TargetTable
+from embedlib.db.session import Connection, fetch_all, transaction
+
+HOLDERS = 0x656D62  # advisory lock space of running ingestors: one key each
+TARGETS = 0x656D63  # advisory lock space serialising lease-taking on one target
+
+# The keys of live holders in this database.
+_LIVE_HOLDERS = sql.SQL(
+    "SELECT objid::int8 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND classid = {} "
+    "AND objsubid = 2 AND granted AND database = (SELECT oid FROM pg_catalog.pg_database "
+    "WHERE datname = current_database())"
+).format(sql.Literal(HOLDERS))
+
+
+def new_holder_key() -> int:
+    return 1 + secrets.randbelow(2**31 - 2)
+
+
+def hold(conn: Connection, key: int) -> None:
+    """Become holder ``key`` on ``conn`` (a Session's on_connect: after a reconnect, again).
+
+    Waits for the lock if a connection of this run that the server dropped
+    has not let go of it yet.
+    """
+    with conn.cursor() as cur:
+        cur.execute("SET lock_timeout = '30s'")
+        cur.execute("SELECT pg_advisory_lock(%s, %s)", (HOLDERS, key))
+        cur.execute("RESET lock_timeout")
+    conn.commit()
+
+
+class Leases:
+    """The leases and claims of one holder on one target."""
+
+    def __init__(self, source: SourceTable, target: TargetTable, key: int, model: str) -> None:
+        self.key = key
+        # Runs of different models share nothing: each embeds every row with its own model.
+        self.model = model
+        self.others_seen = False  # has another live holder leased part of this target during the run
+        self._target = target
+        self._leases = target.leases.ident
+        self._claims = target.claims.ident
+        parts = {
+            "source": source.ident,
+            "id": sql.Identifier(source.id_column),
+            "leases": self._leases,
+            "id_type": sql.SQL(source.id_type),  # format_type: quoted already
+        }
+        others = "l.holder <> %(me)s AND l.model = %(model)s"
+
+        def without_and_with(template: str, condition: str) -> list[sql.Composed]:
+            """``template`` without ``{condition}`` (index 0) and with it (index 1): the query for a bound or none."""
+            return [sql.SQL(template).format(condition=sql.SQL(c).format(**parts), **parts) for c in ("", condition)]
+
+        # The first source id after %(after)s; the end of another holder's lease
+        # that covers it, if one does; and the start of the next one after it.
+        self._next_query = without_and_with(
+            "WITH n AS (SELECT s.{id} AS id FROM {source} s {condition} ORDER BY s.{id} LIMIT 1) "
+            "SELECT n.id::text, "
+            "(SELECT l.last_id::text FROM {leases} l WHERE " + others + " AND l.first_id <= n.id "
+            "AND n.id <= l.last_id ORDER BY l.last_id DESC LIMIT 1), "
+            "(SELECT l.first_id::text FROM {leases} l WHERE " + others + " AND l.first_id > n.id "
+            "ORDER BY l.first_id LIMIT 1) FROM n",
+            "WHERE s.{id} > CAST(%(after)s AS {id_type})",
+        )
+        # A lease of this holder's past %(after)s: taken, but the connection was lost before it was
+        # read (it is read before the next is taken), so the answer to a retried take().
+        self._mine_query = without_and_with(
+            "SELECT first_id::text, last_id::text FROM {leases} WHERE holder = %(me)s {condition} "
+            "ORDER BY first_id LIMIT 1",
+            "AND first_id > CAST(%(after)s AS {id_type})",
+        )
+        # The last id of a window of up to %(size)s ids from %(first)s, ending before %(stop)s if set.
+        self._last_query = without_and_with(
+            "SELECT w.id::text FROM (SELECT s.{id} AS id FROM {source} s "
+            "WHERE s.{id} >= CAST(%(first)s AS {id_type}) {condition} ORDER BY s.{id} LIMIT %(size)s) w "
+            "ORDER BY w.id DESC LIMIT 1",
+            "AND s.{id} < CAST(%(stop)s AS {id_type})",
+        )
+
+    def take(self, conn: Connection, after: str | None, size: int) -> tuple[str, str] | None:
+        """Lease the next window of up to ``size`` source ids after ``after`` that no other live
+        holder has leased: (first id, last id), or None when there is none left."""
+        with transaction(conn), conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (TARGETS, self._target.label))
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE holder NOT IN ({})").format(self._leases, _LIVE_HOLDERS)
+            )  # the leases of holders that died
+            cur.execute(
+                sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE holder <> %s AND model = %s)").format(self._leases),
+                (self.key, self.model),
+            )
+            self.others_seen = self.others_seen or bool(_one(cur)[0])
+            parameters: dict[str, object] = {"me": self.key, "model": self.model, "after": after, "size": size}
+            cur.execute(self._mine_query[after is not None], parameters)
+            mine = cur.fetchone()
+            if mine is not None:
+                return mine[0], mine[1]
+            while True:
+                cur.execute(self._next_query[after is not None], parameters)
+                found = cur.fetchone()
+                if found is None:
+                    return None
+                first, covered_until, stop = found
+                if covered_until is None:
+                    break
+                after = parameters["after"] = covered_until  # another holder's range: jump past it
+            cur.execute(self._last_query[stop is not None], {"first": first, "stop": stop, "size": size})
+            (last,) = _one(cur)
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (holder, model, first_id, last_id) VALUES (%s, %s, CAST(%s AS {id_type}), "
+                    "CAST(%s AS {id_type}))"
+                ).format(self._leases, id_type=sql.SQL(self._target.id_type)),
+                (self.key, self.model, first, last),
+            )
+        return first, last
+
+    def claim_texts(self, conn: Connection, text_hashes: Sequence[str]) -> set[str]:
+        """Claim texts to encode, by hash; returns those now this holder's (new, already its own,
+        or taken over from a holder that died). The rest are another live holder's to encode."""
+        if not text_hashes:
+            return set()
+        statement = sql.SQL(
+            "INSERT INTO {claims} AS c (model, text_hash, holder) SELECT %(model)s, unnest(%(hashes)s::text[]), %(me)s "
+            "ON CONFLICT (model, text_hash) DO UPDATE SET holder = EXCLUDED.holder "
+            "WHERE c.holder = EXCLUDED.holder OR c.holder NOT IN ({live}) RETURNING text_hash"
+        ).format(claims=self._claims, live=_LIVE_HOLDERS)
+        # Sorted: runs claiming overlapping texts then take their row locks in one order,
+        # so they wait for each other instead of deadlocking.
+        hashes = sorted(set(text_hashes))
+        rows = fetch_all(conn, statement, {"hashes": hashes, "me": self.key, "model": self.model})
+        return {text_hash for (text_hash,) in rows}
+
+    def release(self, conn: Connection) -> None:
+        """Drop this holder's leases and claims, and those of holders that died (its advisory
+        lock goes with its connection)."""
+        with transaction(conn), conn.cursor() as cur:
+            for table in (self._leases, self._claims):
+                cur.execute(
+                    sql.SQL("DELETE FROM {} WHERE holder = %s OR holder NOT IN ({})").format(table, _LIVE_HOLDERS),
+                    (self.key,),
+                )
+
+
+def _one(cur: Any) -> tuple[Any, ...]:
+    row = cur.fetchone()
+    assert row is not None  # the query returns one row
+    return tuple(row)
+
+
+def release_texts(conn: Connection, target: TargetTable, key: int, text_hashes: Sequence[str]) -> None:
+    """Give up claims on texts that failed: another holder's rows with the same text may try them."""
+    statement = sql.SQL("DELETE FROM {} WHERE holder = %s AND text_hash = ANY (%s::text[])").format(target.claims.ident)
+    with conn.cursor() as cur:
+        cur.execute(statement, (key, list(text_hashes)))

@@ -1,0 +1,301 @@
+"""Writing vectors and metrics: binary COPY into a staging table, then one upsert.
+
+Each batch is one transaction: either all of its rows are stored or none,
+so a run stopped at any moment leaves no half-written batch behind.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import psycopg2.errors
+from psycopg2 import sql
+
+from embedlib.db import copybin
+from embedlib.db.relations import TargetTable
+from embedlib.db.session import DEFAULT_RECONNECT_S, Connection, Session, rollback_quietly, transaction
+from embedlib.source.sharing import release_texts
+from embedlib.store.metrics import UNKNOWN_TOKENS, TextMetrics
+
+_STAGE = sql.Identifier("embedlib_stage")
+_METRICS_STAGE = sql.Identifier("embedlib_metrics_stage")
+_DUPLICATES = sql.Identifier("embedlib_duplicates")
+
+# Columns shared by both staging tables, in COPY order (id last: the only variable-width one).
+_METRIC_STAGE_COLUMNS = "text_hash text, char_length int4, token_count int4, truncated bool, id text"
+
+
+class Sink:
+    """Writes batches through one ``Session`` (so one Sink per worker).
+
+    Every write is one unit of the session: if the connection is lost, the
+    whole transaction is run again on a new one. That is safe: a COPY whose
+    commit went through unacknowledged meets its own rows the second time
+    and falls back to the upsert, which writes the same values again.
+    """
+
+    def __init__(self, dsn: str, target: TargetTable, model: str, *, reconnect_s: float = DEFAULT_RECONNECT_S) -> None:
+        self._target = target
+        self._model = model
+        self._staged: set[str] = set()  # staging tables made on the current connection
+        # Sinks connect once a run is under way: a refused connection is a fault to wait out.
+        self._session = Session(
+            dsn, reconnect_s=reconnect_s, on_connect=lambda conn: self._staged.clear(), retry_first_connect=True
+        )
+
+    @property
+    def reconnects(self) -> int:
+        return self._session.reconnects
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _stage(self, conn: Connection, name: sql.Identifier, columns: str) -> None:
+        key = name.string
+        if key in self._staged:
+            return
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(name, sql.SQL(columns))
+            )
+        conn.commit()
+        self._staged.add(key)
+
+    def write_embeddings(
+        self,
+        ids: Sequence[str],
+        text_hashes: Sequence[str] | np.ndarray,
+        vectors: np.ndarray,
+        metrics: TextMetrics,
+        frequencies: np.ndarray,
+        *,
+        new_rows: bool = False,
+    ) -> None:
+        """Store one row per id; metric arrays, frequencies and vectors are per row here.
+
+        ``new_rows`` says no id had a target row when it was read: then one
+        COPY straight into the target does it, as fast as the database can
+        load rows. Otherwise (or if a row appeared since) the rows go through
+        a staging table and an upsert.
+        """
+        # The norm of the vector as stored: a halfvec's is its float16 values' (as
+        # write_metrics recomputes it, and as reused vectors come back).
+        stored = vectors.astype(np.float16).astype(np.float32) if self._target.vector_type == "halfvec" else vectors
+        norms = np.linalg.norm(stored, axis=1)
+        columns = _embedding_columns(self._target, vectors, norms, frequencies, text_hashes, metrics)
+        if new_rows:
+            data = self._insert_payload(ids, columns, metrics)
+            if data is not None and self._session.run(lambda conn: self._insert(conn, data)):
+                return
+        staged = copybin.payload([*columns, copybin.text(ids)])
+        stage_columns = f"embedding {self._target.embedding_type}, norm float4, frequency int4, {_METRIC_STAGE_COLUMNS}"
+        upsert = sql.SQL(
+            """
+            INSERT INTO {target} AS t
+                (id, embedding, model, text_hash, char_length, token_count, truncated, norm, frequency, embedded_at)
+            SELECT CAST(s.id AS {id_type}), s.embedding, %(model)s, s.text_hash, s.char_length,
+                   NULLIF(s.token_count, %(unknown)s),
+                   CASE WHEN s.token_count = %(unknown)s THEN NULL ELSE s.truncated END,
+                   s.norm, s.frequency, now()
+            FROM pg_temp.{stage} s
+            ON CONFLICT (id) DO UPDATE SET
+                embedding = EXCLUDED.embedding, model = EXCLUDED.model, text_hash = EXCLUDED.text_hash,
+                char_length = EXCLUDED.char_length, token_count = EXCLUDED.token_count,
+                truncated = EXCLUDED.truncated, norm = EXCLUDED.norm, frequency = EXCLUDED.frequency,
+                embedded_at = EXCLUDED.embedded_at
+            """
+        ).format(target=self._target.ident, id_type=sql.SQL(self._target.id_type), stage=_STAGE)
+        self._session.run(lambda conn: self._copy_and_run(conn, _STAGE, stage_columns, staged, upsert))
+
+    def _insert_payload(self, ids: Sequence[str], columns: list[copybin.Column], metrics: TextMetrics) -> bytes | None:
+        """The COPY payload of rows for the target itself, or None if this fast path cannot encode them."""
+        id_column = copybin.ids(ids, self._target.id_type)
+        if id_column is None or (metrics.token_count == UNKNOWN_TOKENS).any():
+            return None  # an id type or a NULL this fast path does not encode
+        return copybin.payload([*columns, copybin.constant_text(self._model, len(ids)), id_column])
+
+    def _insert(self, conn: Connection, data: bytes) -> bool:
+        """COPY rows straight into the target; False (and nothing written) if one of them is there already."""
+        copy = sql.SQL(
+            "COPY {target} (embedding, norm, frequency, text_hash, char_length, token_count, truncated, model, id) "
+            "FROM STDIN (FORMAT binary)"
+        ).format(target=self._target.ident)
+        # One COPY is atomic on its own: run outside a transaction block, it saves
+        # the BEGIN and COMMIT round trips (half the batch's time from a distant database).
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.copy_expert(copy, io.BytesIO(data), size=len(data))
+        except psycopg2.errors.UniqueViolation:
+            return False  # a row appeared since it was read (another ingestor, a retried COPY): upsert
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+        return True
+
+    def write_metrics(self, ids: Sequence[str], text_hashes: Sequence[str] | np.ndarray, metrics: TextMetrics) -> None:
+        """Update metrics of rows already embedded (norm recomputed from the stored vector)."""
+        data = copybin.payload([*_metric_columns(text_hashes, metrics), copybin.text(ids)])
+        update = sql.SQL(
+            """
+            UPDATE {target} AS t SET
+                char_length = s.char_length,
+                token_count = NULLIF(s.token_count, %(unknown)s),
+                truncated = CASE WHEN s.token_count = %(unknown)s THEN NULL ELSE s.truncated END,
+                norm = vector_norm(t.embedding::vector)  -- the cast: halfvec has no vector_norm
+            FROM pg_temp.{stage} s
+            WHERE t.id = CAST(s.id AS {id_type}) AND t.text_hash = s.text_hash AND t.model = %(model)s
+            """
+        ).format(target=self._target.ident, id_type=sql.SQL(self._target.id_type), stage=_METRICS_STAGE)
+        self._session.run(lambda conn: self._copy_and_run(conn, _METRICS_STAGE, _METRIC_STAGE_COLUMNS, data, update))
+
+    def record_failures(
+        self, ids: Sequence[str], text_hashes: Sequence[str], errors: Sequence[str], *, holder: int | None = None
+    ) -> None:
+        """Note rows whose text failed to embed: one more attempt for the same text, a first for a new one.
+
+        ``holder`` gives up its claims on these texts (see claims): other runs
+        waiting for their vectors try them themselves.
+
+        (A retried unit can count one attempt twice; the bound on attempts stays a bound.)
+        """
+        upsert = sql.SQL(
+            """
+            INSERT INTO {errors} AS e (id, text_hash, error, attempts)
+            SELECT CAST(f.id AS {id_type}), f.text_hash, f.error, 1
+            FROM unnest(%(ids)s::text[], %(hashes)s::text[], %(errors)s::text[]) AS f(id, text_hash, error)
+            ON CONFLICT (id) DO UPDATE SET
+                attempts = CASE WHEN e.text_hash = EXCLUDED.text_hash THEN e.attempts + 1 ELSE 1 END,
+                first_failed_at = CASE WHEN e.text_hash = EXCLUDED.text_hash THEN e.first_failed_at ELSE now() END,
+                text_hash = EXCLUDED.text_hash, error = EXCLUDED.error, failed_at = now()
+            """
+        ).format(errors=self._target.errors.ident, id_type=sql.SQL(self._target.id_type))
+        parameters = {"ids": list(ids), "hashes": list(text_hashes), "errors": list(errors)}
+
+        def record(conn: Connection) -> None:
+            with transaction(conn), conn.cursor() as cur:
+                cur.execute(upsert, parameters)
+                if holder is not None:
+                    release_texts(conn, self._target, holder, text_hashes)
+
+        self._session.run(record)
+
+    def _copy_and_run(
+        self, conn: Connection, stage: sql.Identifier, columns: str, data: bytes, statement: sql.Composed
+    ) -> None:
+        self._stage(conn, stage, columns)
+        try:
+            with conn.cursor() as cur:
+                cur.copy_expert(sql.SQL("COPY pg_temp.{} FROM STDIN (FORMAT binary)").format(stage), io.BytesIO(data))
+                cur.execute(statement, {"model": self._model, "unknown": UNKNOWN_TOKENS})
+            conn.commit()  # ON COMMIT DELETE ROWS empties the stage
+        except BaseException:
+            rollback_quietly(conn)
+            raise
+
+
+def _embedding_columns(
+    target: TargetTable,
+    vectors: np.ndarray,
+    norms: np.ndarray,
+    frequencies: np.ndarray,
+    text_hashes: Sequence[str] | np.ndarray,
+    metrics: TextMetrics,
+) -> list[copybin.Column]:
+    """The fixed-width columns of a stored row, in the order both write paths COPY them."""
+    return [
+        copybin.vector(vectors, target.vector_type),
+        copybin.float4(norms),
+        copybin.int4(frequencies),
+        *_metric_columns(text_hashes, metrics),
+    ]
+
+
+def _metric_columns(text_hashes: Sequence[str] | np.ndarray, metrics: TextMetrics) -> list[copybin.Column]:
+    return [
+        copybin.fixed_text(text_hashes, 32),  # md5 hex digest
+        copybin.int4(metrics.char_length),
+        copybin.int4(metrics.token_count),
+        copybin.boolean(metrics.truncated),
+    ]
+
+
+# The errors table's record of a blank row: nothing was tried (attempts 0), and until its text
+# changes (text_hash) the row is not pending (see source._chunk_rows).
+SKIPPED_BLANK = "skipped: the text is NULL, empty or whitespace"
+
+
+def skip_blank(conn: Connection, target: TargetTable, ids: Sequence[str], text_hashes: Sequence[str]) -> None:
+    """Note rows whose text is blank as skipped, and remove the vectors they had (that text is gone). Commits."""
+    if not ids:
+        return
+    id_type = sql.SQL(target.id_type)
+    delete = sql.SQL("DELETE FROM {target} WHERE id = ANY (CAST(%s AS {id_type}[]))").format(
+        target=target.ident, id_type=id_type
+    )
+    record = sql.SQL(
+        """
+        INSERT INTO {errors} AS e (id, text_hash, error, attempts)
+        SELECT CAST(f.id AS {id_type}), f.text_hash, %s, 0 FROM unnest(%s::text[], %s::text[]) AS f(id, text_hash)
+        ON CONFLICT (id) DO UPDATE SET text_hash = EXCLUDED.text_hash, error = EXCLUDED.error, attempts = 0,
+            first_failed_at = now(), failed_at = now()
+        """
+    ).format(errors=target.errors.ident, id_type=id_type)
+    with transaction(conn), conn.cursor() as cur:
+        cur.execute(delete, (list(ids),))
+        cur.execute(record, (SKIPPED_BLANK, list(ids), list(text_hashes)))
+
+
+def clear_resolved_errors(conn: Connection, target: TargetTable) -> int:
+    """Drop error records of rows embedded since they failed (a retry that worked, or a new text).
+
+    Done at the start and end of a run rather than with every batch: the
+    errors table is small, and a record outliving its row by a run does no harm.
+    """
+    statement = sql.SQL(
+        "DELETE FROM {errors} e USING {target} t WHERE t.id = e.id AND t.embedded_at > e.failed_at"
+    ).format(errors=target.errors.ident, target=target.ident)
+    with conn.cursor() as cur:
+        cur.execute(statement)
+        return int(cur.rowcount)
+
+
+def refresh_frequency(conn: Connection, target: TargetTable, duplicates: Mapping[str, int]) -> int:
+    """Correct ``frequency`` where the source changed since it was written; returns rows changed.
+
+    Writes store each row's frequency (from ``source.duplicate_counts``, taken
+    at the start of the run); what can be stale are rows this run did not
+    write whose text gained or lost duplicates. Those are rows holding a
+    duplicated text, found through the text-hash index, and rows whose
+    frequency is not 1, found through a partial index: never a scan of the
+    whole target.
+    """
+    with transaction(conn), conn.cursor() as cur:  # one transaction: the temporary table lives until its commit
+        cur.execute(
+            sql.SQL("CREATE TEMP TABLE {} (text_hash text PRIMARY KEY, n int4) ON COMMIT DROP").format(_DUPLICATES)
+        )
+        data = copybin.payload(
+            [
+                copybin.fixed_text(list(duplicates), 32),
+                copybin.int4(np.fromiter(duplicates.values(), dtype=np.int64, count=len(duplicates))),
+            ]
+        )
+        cur.copy_expert(sql.SQL("COPY pg_temp.{} FROM STDIN (FORMAT binary)").format(_DUPLICATES), io.BytesIO(data))
+        cur.execute(sql.SQL("ANALYZE pg_temp.{}").format(_DUPLICATES))
+        cur.execute(
+            sql.SQL(
+                "UPDATE {target} t SET frequency = d.n FROM pg_temp.{duplicates} d "
+                "WHERE t.text_hash = d.text_hash AND t.frequency IS DISTINCT FROM d.n"
+            ).format(target=target.ident, duplicates=_DUPLICATES)
+        )
+        changed = cur.rowcount
+        cur.execute(
+            sql.SQL(
+                "UPDATE {target} t SET frequency = 1 WHERE t.frequency IS DISTINCT FROM 1 "
+                "AND NOT EXISTS (SELECT FROM pg_temp.{duplicates} d WHERE d.text_hash = t.text_hash)"
+            ).format(target=target.ident, duplicates=_DUPLICATES)
+        )
+        changed += cur.rowcount
+    return changed
