@@ -8,6 +8,7 @@ round counts. The model is loaded and warmed once, before any timing.
 from __future__ import annotations
 
 import io
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -17,10 +18,15 @@ from typing import Any
 import numpy as np
 from psycopg2 import sql
 
-from embedlib import Ingestor, IngestReport, copybin
+from embedlib import Ingestor, IngestReport
+from embedlib.cli.app import SWITCH_INTERVAL_S
+from embedlib.db import copybin
 from embedlib.db.session import connect, ensure_vector_extension, resolve_dsn
 from embedlib.encode.base import resolve_encoder
 from embedlib.store.schema import SIDE_TABLES
+
+# Measured as ``embedlib ingest`` runs: the command sets the interpreter's switch interval (see cli.app).
+sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 @dataclass

@@ -22,8 +22,10 @@ from benchmarks import workloads
 from embedlib.cli import positive_int
 from embedlib.encode.base import resolve_encoder
 from embedlib.encode.packing import preprocessor
-from embedlib.options import DEFAULT_BATCH_TOKENS
+from embedlib.options import default
 from embedlib.plan.batching import budget_slices, encode_cost
+
+DEFAULT_BATCH_TOKENS = default("batch_tokens")
 
 
 def main() -> None:

@@ -1,124 +1,215 @@
-"""Settings for one ingest run: a single frozen dataclass, readable from the environment."""
+"""Every setting of a run, defined once: its name, default, check, help text and environment variable.
+
+``Settings`` is the one definition. Each field carries an ``Option`` (in its
+metadata) from which both the Python API and the command line are made:
+``Settings`` checks its values with the option's rule, ``Ingestor(**options)``
+takes the fields as keywords, and ``embedlib ingest`` builds its arguments
+from the options that have a ``flag`` (see ``cli.arguments.add_option``), so
+a default, a check or a help text cannot drift between them.
+"""
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from embedlib.errors import ConfigError
+from embedlib.rules import Amount, Anything, Choice, Flag, Name, Rule, Text, Whole
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-DEFAULT_BATCH_TOKENS = 2048
-DEFAULT_MAX_ATTEMPTS = 3  # runs that try a text the model fails on, before it is left out
-
-# Environment variables, highest priority first where several mean the same thing.
-DSN_ENV_VARS = ("EMBEDLIB_DSN", "DATABASE_URL")
-WORKERS_ENV_VAR = "EMBED_WORKERS"  # the name the original script used
+AUTO = "auto"  # the executor chosen for the model (see run.executors.make_executor)
 
 # How vectors are stored (--dtype): pgvector's ``vector`` holds float32, 4
 # bytes per dimension; ``halfvec`` holds float16, 2 (docs/performance.md#halfvec
 # has what it costs in recall). A target keeps the type it was created with.
 VECTOR_TYPES = {"float": "vector", "half": "halfvec"}
 DTYPES = tuple(VECTOR_TYPES)
+INDEX_METHODS = ("hnsw", "ivfflat")
+METRICS = ("cosine", "l2", "ip")  # pgvector's distance operators: <=>, <->, <#>
+
+DSN_ENV_VARS = ("EMBEDLIB_DSN", "DATABASE_URL")  # highest priority first
+WORKERS_ENV_VAR = "EMBED_WORKERS"  # the name the original script used
 
 
-def env_dsn() -> str | None:
-    """The DSN named by the environment, or None for the embedded database."""
-    for name in DSN_ENV_VARS:
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    return None
+@dataclass(frozen=True)
+class Option:
+    """How a setting is checked, documented and given on the command line."""
+
+    rule: Rule
+    help: str
+    flag: str | None = None  # on the ``embedlib ingest`` command line; None: the Python API only
+    env: tuple[str, ...] = ()  # read when the setting is not given, first set wins
+    metavar: str | None = None
 
 
-def env_workers() -> int | None:
-    """``EMBED_WORKERS`` as an int, or None when unset (each executor has its own default)."""
-    raw = os.environ.get(WORKERS_ENV_VAR, "").strip()
-    if not raw:
-        return None
-    try:
-        workers = int(raw)
-    except ValueError:
-        raise ConfigError(f"{WORKERS_ENV_VAR} must be a whole number, got {raw!r}") from None
-    return workers
+def option(default: Any, rule: Rule, help: str, **details: Any) -> Any:
+    """A ``Settings`` field: its default, and the ``Option`` that says the rest."""
+    return field(default=default, metadata={"option": Option(rule, help, **details)})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything that shapes a run. Validated on construction.
+    """Everything that shapes a run, checked on construction. ``None`` means "the default"
+    where the default depends on something else (the environment, the executor, the target)."""
 
-    ``model`` is a model name or path, or any object with an ``encode``
-    method (see ``encoder.Encoder``); everything else is plain data, so a
-    Settings can be pickled to a worker process.
-    """
-
-    table: str
-    dsn: str | None = None
-    text_column: str = "text"
-    id_column: str = "id"
-    target: str | None = None
-    model: Any = DEFAULT_MODEL
-    batch_size: int = 100
-    executor: str = "serial"
-    workers: int = 1
-    # Rows read per query. Larger than a batch so that duplicates can be
-    # folded and texts sorted by length across several batches.
-    window_size: int = 0
-    # A cap on tokens per call to the model (texts x longest), 0 for none; see
-    # batching.budget_slices. The default was the fastest for short and long texts
-    # (docs/performance.md).
-    batch_tokens: int = DEFAULT_BATCH_TOKENS
-    metrics_only: bool = False
-    # How vectors are stored: "float" or "half" (schema.VECTOR_TYPES); None
-    # keeps an existing target's type and makes a new one float.
-    dtype: str | None = None
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    reconnect_s: float = 60.0  # see db.Session
+    table: str = option(None, Name(), "source table (optionally schema.table)")
+    dsn: str | None = option(
+        None,
+        Text(),
+        "PostgreSQL connection string (default: $EMBEDLIB_DSN, $DATABASE_URL, else the embedded server)",
+        env=DSN_ENV_VARS,
+        flag="--dsn",
+    )
+    text_column: str = option("text", Name(), "column holding the text (default: %(default)s)", flag="--text-column")
+    id_column: str = option("id", Name(), "unique id column (default: %(default)s)", flag="--id-column")
+    target: str | None = option(
+        None, Name(), "table for vectors and metrics (default: TABLE_embeddings)", flag="--target"
+    )
+    # A name, local path or service URL, or any object with an ``encode`` method (see encode.base.Encoder).
+    model: Any = option(  # noqa: RUF009 (a field(), like the others; ruff cannot tell with Any)
+        DEFAULT_MODEL,
+        Anything(),
+        "model name, local path, or the URL of an OpenAI-compatible embeddings service, "
+        "http://host:port/v1[#model] (default: %(default)s)",
+        flag="--model",
+    )
+    executor: str = option(
+        AUTO,
+        Name(),
+        "how batches run (default: auto = pipelined: one encoder, or one per worker for a service URL, "
+        "with reads and writes overlapped; threaded with --autoscale)",
+        flag="--executor",
+    )
+    workers: int | None = option(
+        None,
+        Whole(1),
+        "parallel workers: writer threads (pipelined), threads, or processes "
+        "(default: $EMBED_WORKERS, else the executor's own)",
+        flag="--workers",
+        env=(WORKERS_ENV_VAR,),
+    )
+    ray_address: str | None = option(
+        None,
+        Text(),
+        "the Ray cluster for --executor ray (default: $RAY_ADDRESS, else a local Ray instance)",
+        flag="--ray-address",
+        metavar="ADDRESS",
+    )
+    autoscale: bool = option(
+        False,
+        Flag(),
+        "choose the number of workers while running, from the rows/s measured, up to --workers "
+        "(default ceiling 16; threaded executor)",
+        flag="--autoscale",
+    )
+    batch_size: int = option(100, Whole(1), "texts per batch: one transaction, one or more encode calls (%(default)s)")
+    # Rows read per query. Larger than a batch so that duplicates can be folded and texts
+    # sorted by length across several batches; also the span each run sharing the table leases.
+    window_size: int | None = option(
+        None,
+        Whole(1),
+        "source rows read, deduplicated and sorted at a time; also the span each run sharing "
+        "the table leases (default: 10000, or 10 batches if larger)",
+        flag="--window-size",
+    )
+    # The default was the fastest for short and long texts (docs/performance.md).
+    batch_tokens: int = option(
+        2048,
+        Whole(0),
+        "cap each call to the model at this many tokens (texts x longest; default: %(default)s, 0: no cap)",
+        flag="--batch-tokens",
+    )
+    metrics_only: bool = option(False, Flag(), "recompute metrics of embedded rows, no encoding", flag="--metrics-only")
+    dtype: str | None = option(
+        None,
+        Choice(DTYPES, "dtype"),
+        "how a new target stores vectors: float (pgvector vector) or half (halfvec: half the space, "
+        "recall cost in docs/performance.md); default: the existing target's type, else float",
+        flag="--dtype",
+    )
+    max_attempts: int = option(
+        3,
+        Whole(1),
+        "runs that try a row the model fails on before leaving it out (default: %(default)s)",
+        flag="--max-attempts",
+    )
+    reconnect_s: float = option(
+        60.0,
+        Amount("seconds"),
+        "how long to keep reconnecting when the database drops a connection (default: %(default)g)",
+        flag="--reconnect-timeout",
+        metavar="SECONDS",
+    )
+    index: str | None = option(
+        None,
+        Choice(INDEX_METHODS, "index method"),
+        "build this pgvector index on the vectors after the load (never before: it would slow the load)",
+        flag="--index",
+    )
+    metric: str = option(
+        "cosine", Choice(METRICS, "metric"), "the index's metric (default: %(default)s)", flag="--metric"
+    )
+    progress: bool = option(False, Flag(), "show a progress bar")
 
     def __post_init__(self) -> None:
-        for name in ("table", "text_column", "id_column"):
+        if self.table is None:
+            raise ConfigError("table must be given")
+        for name, spec in OPTIONS.items():
             value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"{name} must be a non-empty name, got {value!r}")
-        if self.target is not None and (not isinstance(self.target, str) or not self.target):
-            raise ConfigError(f"target must be a non-empty name, got {self.target!r}")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            raise ConfigError(f"unknown dtype {self.dtype!r} (choose from: {', '.join(DTYPES)})")
-        _require_positive("batch_size", self.batch_size)
-        _require_positive("workers", self.workers)
-        _require_positive("max_attempts", self.max_attempts)
-        if self.window_size == 0:
-            object.__setattr__(self, "window_size", max(10_000, 10 * self.batch_size))
-        _require_positive("window_size", self.window_size)
-        if isinstance(self.batch_tokens, bool) or not isinstance(self.batch_tokens, int) or self.batch_tokens < 0:
-            raise ConfigError(f"batch_tokens must be a whole number >= 0, got {self.batch_tokens!r}")
-        require_amount("reconnect_s", self.reconnect_s, "seconds")
+            if value is not None:
+                spec.rule.check(name, value)
+
+    @classmethod
+    def resolve(cls, **given: Any) -> Settings:
+        """Settings from keywords, with what was not given taken from the environment where an
+        option names a variable; an unknown keyword is refused in one line."""
+        unknown = sorted(set(given) - set(OPTIONS))
+        if unknown:
+            raise ConfigError(f"unknown option {unknown[0]!r} (options: {', '.join(OPTIONS)})")
+        for name, spec in OPTIONS.items():
+            if given.get(name) is None and spec.env:
+                given[name] = _from_env(name, spec)
+        return cls(**{name: value for name, value in given.items() if value is not None})
+
+    @property
+    def window(self) -> int:
+        """Rows read per query: ``window_size``, else 10,000 or 10 batches, the larger."""
+        return self.window_size or max(10_000, 10 * self.batch_size)
 
     @property
     def target_table(self) -> str:
         return self.target or f"{self.table}_embeddings"
 
-
-def is_amount(value: object) -> bool:
-    """Whether ``value`` is a finite number >= 0 (seconds, milliseconds): not a bool, NaN or infinity.
-
-    The one check for every such setting, from Python (``require_amount``) and
-    from the command line alike. NaN compares false with everything, so a
-    plain ``< 0`` test lets it through, and a timeout of NaN or infinity never
-    runs out: ``reconnect_s=float("nan")`` retried a lost connection forever.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return value >= 0 if isinstance(value, int) else math.isfinite(value) and value >= 0
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
 
 
-def require_amount(name: str, value: object, unit: str) -> None:
-    if not is_amount(value):
-        raise ConfigError(f"{name} must be a finite number of {unit} >= 0, got {value!r}")
+OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in dataclasses.fields(Settings)}
 
 
-def _require_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+def default(name: str) -> Any:
+    """The default of setting ``name``."""
+    return next(f.default for f in dataclasses.fields(Settings) if f.name == name)
+
+
+def _from_env(name: str, spec: Option) -> Any:
+    for variable in spec.env:
+        raw = os.environ.get(variable, "").strip()
+        if raw:
+            try:
+                return spec.rule.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{variable} must be {spec.rule.what}, got {raw!r} ({exc})") from None
+    return None
+
+
+def env_dsn() -> str | None:
+    """The DSN named by the environment, or None for the embedded database."""
+    return _from_env("dsn", OPTIONS["dsn"])
+
+
+def env_workers() -> int | None:
+    """``EMBED_WORKERS`` as an int, or None when unset (each executor has its own default)."""
+    return _from_env("workers", OPTIONS["workers"])

@@ -31,6 +31,13 @@ from embedlib.cli.text import (
 )
 from embedlib.errors import EmbedlibError, one_line
 
+# The command owns its process, so it may set the interpreter's thread switch
+# interval, which a library must leave to its caller. A writer thread that waited
+# on the database (COPY, commit) needs the GIL back to go on; at Python's default
+# 5 ms it waits that long behind a busy planner thread at every such step, a large
+# share of a fast COPY's time (docs/performance.md). 0.5 ms hands it back at once.
+SWITCH_INTERVAL_S = 0.0005
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="embedlib", description="Turn PostgreSQL tables of text into pgvector embeddings.")
@@ -59,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     configure_output()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     # Warnings (a connection lost and made again, rows that failed) as lines like the errors', redacted.
     handler = logging.StreamHandler()
     handler.addFilter(redaction.RedactingFilter())

@@ -4,11 +4,12 @@ option groups several commands take (database, running, source table, target).""
 from __future__ import annotations
 
 import argparse
-from typing import NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from embedlib import redaction
-from embedlib.options import DEFAULT_MODEL, env_dsn, is_amount
-from embedlib.run.executors import AUTO, EXECUTORS
+from embedlib.options import AUTO, OPTIONS, default, env_dsn
+from embedlib.rules import Amount, Anything, Choice, Flag, Name, Text, Whole
+from embedlib.run.executors import EXECUTORS
 
 
 class Parser(argparse.ArgumentParser):
@@ -20,35 +21,31 @@ class Parser(argparse.ArgumentParser):
 
 
 def positive_int(text: str) -> int:
-    return int_at_least(text, 1)
+    return Whole(1).from_text(text)
 
 
 def int_at_least(text: str, lowest: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < lowest:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= {lowest}, got {value}")
-    return value
+    return Whole(lowest).from_text(text)
 
 
-def seconds(text: str) -> float:
-    return _amount(text, "seconds")
+seconds = Amount("seconds").from_text
+milliseconds = Amount("milliseconds").from_text
 
 
-def milliseconds(text: str) -> float:
-    return _amount(text, "milliseconds")
-
-
-def _amount(text: str, unit: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of {unit}, got {text!r}") from None
-    if not is_amount(value):  # the check Settings makes: no NaN, no infinity
-        raise argparse.ArgumentTypeError(f"expected a finite number of {unit} >= 0, got {text!r}")
-    return value
+def add_option(parser: argparse.ArgumentParser, name: str, **overrides: Any) -> None:
+    """The command-line argument of setting ``name``, as ``options.Settings`` defines it."""
+    spec = OPTIONS[name]
+    assert spec.flag is not None, f"{name} is not a command-line option"
+    if isinstance(spec.rule, Flag):
+        parser.add_argument(spec.flag, action="store_true", help=spec.help, **overrides)
+        return
+    details: dict[str, Any] = {"default": default(name), "help": spec.help, "metavar": spec.metavar}
+    if isinstance(spec.rule, Choice):
+        details["choices"] = spec.rule.choices
+    elif not isinstance(spec.rule, (Name, Text, Anything)):
+        details["type"] = spec.rule.from_text
+    details.update(overrides)
+    parser.add_argument(spec.flag, **details)
 
 
 class Parents(NamedTuple):
@@ -62,46 +59,23 @@ class Parents(NamedTuple):
 
 def parents() -> Parents:
     database = Parser(add_help=False)
-    database.add_argument(
-        "--dsn",
-        help="PostgreSQL connection string (default: $EMBEDLIB_DSN, $DATABASE_URL, else the embedded server)",
-    )
+    add_option(database, "dsn", default=None)  # read from the environment where it is used (dsn_of)
 
     running = Parser(add_help=False)
-    running.add_argument(
-        "--workers",
-        type=positive_int,
-        help="parallel workers: writer threads (pipelined), threads, or processes "
-        "(default: $EMBED_WORKERS, else the executor's own)",
-    )
-    running.add_argument(
-        "--executor",
-        choices=[AUTO, *EXECUTORS],
-        default=AUTO,
-        help="how batches run (default: auto = pipelined: one encoder, or one per worker for a service URL, "
-        "with reads and writes overlapped; threaded with --autoscale)",
-    )
-    running.add_argument(
-        "--ray-address",
-        metavar="ADDRESS",
-        help="the Ray cluster for --executor ray (default: $RAY_ADDRESS, else a local Ray instance)",
-    )
-    running.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help="model name, local path, or the URL of an OpenAI-compatible embeddings service, "
-        "http://host:port/v1[#model] (default: %(default)s)",
-    )
+    add_option(running, "workers", default=None)  # None: $EMBED_WORKERS, read by Settings
+    add_option(running, "executor", choices=[AUTO, *EXECUTORS])
+    add_option(running, "ray_address")
+    add_option(running, "model")
     running.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     running.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
 
     # The source table and its columns (every command that takes a table), and the target.
     source = Parser(add_help=False)
-    source.add_argument("table", help="source table (optionally schema.table)")
-    source.add_argument("--text-column", default="text", help="column holding the text (default: %(default)s)")
-    source.add_argument("--id-column", default="id", help="unique id column (default: %(default)s)")
+    source.add_argument("table", help=OPTIONS["table"].help)
+    add_option(source, "text_column")
+    add_option(source, "id_column")
     target = Parser(add_help=False)
-    target.add_argument("--target", help="table for vectors and metrics (default: TABLE_embeddings)")
+    add_option(target, "target")
 
     return Parents(database, running, source, target)
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from embedlib.cli.arguments import Parents, dsn_of, positive_int
-from embedlib.options import DEFAULT_MODEL
-from embedlib.query.index import METHODS, METRICS
+from embedlib.cli.arguments import Parents, add_option, dsn_of, positive_int
+from embedlib.options import INDEX_METHODS
 
 if TYPE_CHECKING:
     from embedlib.run.ingestor import Ingestor
@@ -19,8 +18,8 @@ def add_parsers(commands: argparse._SubParsersAction, parents: Parents) -> None:
         parents=[parents.database, parents.source, parents.target],
         help="build a pgvector index on a table's stored vectors",
     )
-    index.add_argument("--method", choices=METHODS, default="hnsw", help="(default: %(default)s)")
-    index.add_argument("--metric", choices=METRICS, default="cosine", help="(default: %(default)s)")
+    index.add_argument("--method", choices=INDEX_METHODS, default="hnsw", help="(default: %(default)s)")
+    add_option(index, "metric")
     index.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     index.set_defaults(handler=run_index)
 
@@ -31,8 +30,8 @@ def add_parsers(commands: argparse._SubParsersAction, parents: Parents) -> None:
     )
     search.add_argument("query", help="text to search for")
     search.add_argument("-k", type=positive_int, default=10, help="how many rows (default: %(default)s)")
-    search.add_argument("--model", default=DEFAULT_MODEL, help="the model that made the vectors (default: %(default)s)")
-    search.add_argument("--metric", choices=METRICS, default="cosine", help="(default: %(default)s)")
+    add_option(search, "model", help="the model that made the vectors (default: %(default)s)")
+    add_option(search, "metric", help="(default: %(default)s)")
     search.add_argument("--json", action="store_true", help="print the matches as JSON lines")
     search.set_defaults(handler=run_search)
 

@@ -20,6 +20,7 @@ from psycopg2 import sql
 
 from embedlib.backoff import Backoff
 from embedlib.errors import DatabaseError, one_line
+from embedlib.options import default
 from embedlib.redaction import get_logger, normalize_dsn, remember_dsn
 from embedlib.redaction import redact as redaction_redact
 
@@ -28,7 +29,7 @@ log = get_logger(__name__)
 Connection = psycopg2.extensions.connection
 T = TypeVar("T")
 
-DEFAULT_RECONNECT_S = 60.0  # how long a Session keeps trying to get its connection back
+DEFAULT_RECONNECT_S = default("reconnect_s")  # how long a Session keeps trying to get its connection back
 # Times one unit of work may lose its connection, or be rolled back by a deadlock,
 # before the fault counts as persistent (a statement that crashes the server's backend, say).
 MAX_RETRIES_OF_A_UNIT = 10

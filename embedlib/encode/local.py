@@ -87,17 +87,22 @@ class SentenceTransformerEncoder:
         return [len(ids) for ids in encoded["input_ids"]]
 
 
-@functools.cache
 def load_sentence_transformer(name: str, path: str | None, fingerprint: str) -> SentenceTransformerEncoder:
     """The model ``name`` from the directory ``path`` (None: the Hugging Face cache), whose files
-    have ``fingerprint`` (part of the cache key only)."""
+    have ``fingerprint`` (part of the cache key only), on this process's device: ``EMBEDLIB_DEVICE``
+    (set in a Ray actor given a GPU), else the CPU."""
+    return _load(name, path, fingerprint, os.environ.get("EMBEDLIB_DEVICE") or "cpu")
+
+
+@functools.cache
+def _load(name: str, path: str | None, fingerprint: str, device: str) -> SentenceTransformerEncoder:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no fork warnings from workers
     _quiet_transformers()
     from sentence_transformers import SentenceTransformer
 
     try:
-        model = SentenceTransformer(path or name, device="cpu").eval()  # forward is called directly
+        model = SentenceTransformer(path or name, device=device).eval()  # forward is called directly
     except Exception as exc:  # hub, OS and config errors all mean "cannot load this model"
         where = f"directory {path!r}" if path else "a local directory or the hugging face cache"
         raise ModelError(

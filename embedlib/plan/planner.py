@@ -28,8 +28,7 @@ from embedlib.db.session import Session
 from embedlib.plan.batching import Batch, TextGroup, batch_of, group_by_text, make_batches
 from embedlib.source.reader import PendingReader, Span, has_vectors, stored_vectors
 from embedlib.source.rows import PendingRow, is_blank
-from embedlib.source.sharing import Leases
-from embedlib.store.sink import skip_blank
+from embedlib.source.sharing import Sharing
 
 
 @dataclass
@@ -61,10 +60,13 @@ class Planner:
         model: str,
         frequencies: Mapping[str, int],
         options: PlanOptions,
-        leases: Leases,
+        sharing: Sharing,
+        on_blank: Callable[[list[str], list[str]], None],
     ) -> None:
+        """``on_blank(ids, text_hashes)`` is told of the blank rows of each window, to record them."""
         self._session = session
-        self._leases = leases
+        self._sharing = sharing
+        self._on_blank = on_blank
         self._target = target
         self._model = model
         self._frequencies = frequencies
@@ -91,7 +93,7 @@ class Planner:
         self.skipped += len(blank)
         if blank and not options.metrics_only:
             ids, hashes = [row.id for row in blank], [str(row.text_hash) for row in blank]
-            self._session.run(lambda conn: skip_blank(conn, self._target, ids, hashes))
+            self._on_blank(ids, hashes)
         groups = group_by_text(rows)
         if options.count_tokens is not None and groups:
             for group, count in zip(groups, options.count_tokens([g.text for g in groups]), strict=True):
@@ -103,7 +105,7 @@ class Planner:
         # A target that held no vector of this model when the run began, and that
         # no other run is writing to, can only hold the vectors of texts this run
         # has sent to the encoder: only those are worth looking up.
-        look_up_all = self._had_vectors or self._leases.others_seen
+        look_up_all = self._had_vectors or self._sharing.others_seen
         candidates = [g.text_hash for g in groups if look_up_all or g.text_hash in self._sent]
         stored = self._session.run(lambda conn: stored_vectors(conn, self._target, self._model, candidates))
         reuse = [g for g in groups if g.text_hash in stored]
@@ -130,7 +132,7 @@ class Planner:
         shared = [g.text_hash for g in groups if g.text_hash in self._frequencies]
         if not shared or not self._options.respect_claims:
             return groups
-        mine = self._session.run(lambda conn: self._leases.claim_texts(conn, shared))
+        mine = self._session.run(lambda conn: self._sharing.claim_texts(conn, shared))
         kept = []
         for group in groups:
             if group.text_hash in self._frequencies and group.text_hash not in mine:

@@ -30,10 +30,8 @@ from psycopg2 import sql
 
 from embedlib.db.relations import MAX_IDENTIFIER_BYTES, TargetTable
 from embedlib.db.session import Connection, connect, fetch_all
-from embedlib.errors import ConfigError
+from embedlib.options import OPTIONS
 
-METHODS = ("hnsw", "ivfflat")
-METRICS = ("cosine", "l2", "ip")
 BUILD_MEMORY = "512MB"
 _POLL_S = 0.5
 
@@ -59,19 +57,12 @@ def index_name(target: TargetTable, method: str, metric: str) -> str:
 
 def operator_class(target: TargetTable, metric: str) -> str:
     """pgvector's operator class for the target's vector type and ``metric``, e.g. ``halfvec_cosine_ops``."""
-    return f"{target.vector_type}_{metric}_ops"  # both from fixed lists: VECTOR_TYPES and METRICS
-
-
-def check_choice(method: str, metric: str) -> None:
-    if method not in METHODS:
-        raise ConfigError(f"unknown index method {method!r} (choose from: {', '.join(METHODS)})")
-    check_metric(metric)
+    return f"{target.vector_type}_{metric}_ops"  # both from fixed lists: VECTOR_TYPES and options.METRICS
 
 
 def check_metric(metric: str) -> None:
     """Refuse a metric pgvector has no operator for (index builds and searches alike)."""
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric {metric!r} (choose from: {', '.join(METRICS)})")
+    OPTIONS["metric"].rule.check("metric", metric)
 
 
 def build_index(
@@ -86,7 +77,8 @@ def build_index(
 
     ``on_progress(phase, done, total)`` is called every half second while it builds.
     """
-    check_choice(method, metric)
+    OPTIONS["index"].rule.check("index", method)
+    check_metric(metric)
     name = index_name(target, method, metric)
     conn = connect(dsn, autocommit=True)
     try:
@@ -100,7 +92,7 @@ def build_index(
         statement = sql.SQL("CREATE INDEX {name} ON {target} USING {method} (embedding {opclass}){options}").format(
             name=sql.Identifier(name),
             target=target.ident,
-            method=sql.SQL(method),  # one of METHODS
+            method=sql.SQL(method),  # one of options.INDEX_METHODS
             opclass=sql.SQL(operator_class(target, metric)),
             options=with_options,
         )

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from embedlib.run.worker import BatchResult
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What writing one batch did."""
+
+    rows: int  # rows written
+    encoded: int  # texts run through the model
+    failed: int  # rows not written because their text failed to embed (see encode.failures)
+    encode_s: float
+    write_s: float
+    reconnects: int = 0  # connections lost and made again while writing it
 
 
 @dataclass

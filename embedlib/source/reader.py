@@ -25,7 +25,7 @@ from embedlib.db import copybin
 from embedlib.db.relations import SourceTable, TargetTable
 from embedlib.db.session import Connection, Session, fetch_all
 from embedlib.source.rows import PendingRow, is_blank
-from embedlib.source.sharing import Leases
+from embedlib.source.sharing import Sharing
 
 # Rows with no embedding yet, or whose text or model changed since; but not
 # rows held back by their error record (``e``, see _chunk_rows).
@@ -194,7 +194,7 @@ class PendingReader:
 
     A window is what one span of up to ``window_size`` source ids holds that
     needs work (fewer rows, or none, where the target is up to date). Spans
-    are leased one at a time (see ``claims.Leases``), so ingestors sharing
+    are leased one at a time (see ``sharing.Sharing``), so ingestors sharing
     the table read different rows; or, for a later pass, they are the
     ``spans`` given. ``span`` is the span of the window last yielded.
     """
@@ -206,7 +206,7 @@ class PendingReader:
         target: TargetTable,
         model: str,
         retries: Retries,
-        leases: Leases,
+        sharing: Sharing,
         *,
         window_size: int,
         limit: int | None = None,
@@ -216,7 +216,7 @@ class PendingReader:
         self._session = session
         self._model = model
         self._retries = retries
-        self._leases = leases
+        self._sharing = sharing
         self._window_size = window_size
         self._limit = limit
         self._spans = spans
@@ -269,7 +269,7 @@ class PendingReader:
             size = min(2 * size, self._window_size)
 
     def _lease(self, after: str | None, size: int) -> Span | None:
-        return self._session.run(lambda conn: self._leases.take(conn, after, size))
+        return self._session.run(lambda conn: self._sharing.take(conn, after, size))
 
 
 def _first_with_text(window: list[PendingRow], count: int) -> list[PendingRow]:

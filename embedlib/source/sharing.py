@@ -44,34 +44,40 @@ _LIVE_HOLDERS = sql.SQL(
 ).format(sql.Literal(HOLDERS))
 
 
-def new_holder_key() -> int:
-    return 1 + secrets.randbelow(2**31 - 2)
+class Sharing:
+    """This run's place among the ingestors sharing a target: its holder lock, its leases on id
+    ranges and its claims on texts, and their release. The reader leases through it, the planner
+    claims through it, and the writers give up the claims of texts that failed (``release_texts``).
 
-
-def hold(conn: Connection, key: int) -> None:
-    """Become holder ``key`` on ``conn`` (a Session's on_connect: after a reconnect, again).
-
-    Waits for the lock if a connection of this run that the server dropped
-    has not let go of it yet.
+    Made before the run knows its target, since every connection of the run
+    holds the lock (``hold``, a Session's on_connect); ``start`` then points
+    it at the target and the model.
     """
-    with conn.cursor() as cur:
-        cur.execute("SET lock_timeout = '30s'")
-        cur.execute("SELECT pg_advisory_lock(%s, %s)", (HOLDERS, key))
-        cur.execute("RESET lock_timeout")
-    conn.commit()
 
-
-class Leases:
-    """The leases and claims of one holder on one target."""
-
-    def __init__(self, source: SourceTable, target: TargetTable, key: int, model: str) -> None:
-        self.key = key
-        # Runs of different models share nothing: each embeds every row with its own model.
-        self.model = model
+    def __init__(self) -> None:
+        self.key = 1 + secrets.randbelow(2**31 - 2)
         self.others_seen = False  # has another live holder leased part of this target during the run
-        self._target = target
+
+    def hold(self, conn: Connection) -> None:
+        """Become this holder on ``conn`` (a Session's on_connect: after a reconnect, again).
+
+        Waits for the lock if a connection of this run that the server dropped
+        has not let go of it yet.
+        """
+        with conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '30s'")
+            cur.execute("SELECT pg_advisory_lock(%s, %s)", (HOLDERS, self.key))
+            cur.execute("RESET lock_timeout")
+        conn.commit()
+
+    def start(self, source: SourceTable, target: TargetTable, model: str) -> None:
+        """Share ``target`` with the other runs of ``model``: runs of different models share
+        nothing, each embeds every row with its own model."""
+        self.model = model
         self._leases = target.leases.ident
         self._claims = target.claims.ident
+        self._target_label = target.label
+        self._id_type = target.id_type
         parts = {
             "source": source.ident,
             "id": sql.Identifier(source.id_column),
@@ -114,7 +120,7 @@ class Leases:
         """Lease the next window of up to ``size`` source ids after ``after`` that no other live
         holder has leased: (first id, last id), or None when there is none left."""
         with transaction(conn), conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (TARGETS, self._target.label))
+            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (TARGETS, self._target_label))
             cur.execute(
                 sql.SQL("DELETE FROM {} WHERE holder NOT IN ({})").format(self._leases, _LIVE_HOLDERS)
             )  # the leases of holders that died
@@ -143,7 +149,7 @@ class Leases:
                 sql.SQL(
                     "INSERT INTO {} (holder, model, first_id, last_id) VALUES (%s, %s, CAST(%s AS {id_type}), "
                     "CAST(%s AS {id_type}))"
-                ).format(self._leases, id_type=sql.SQL(self._target.id_type)),
+                ).format(self._leases, id_type=sql.SQL(self._id_type)),
                 (self.key, self.model, first, last),
             )
         return first, last
@@ -164,6 +170,12 @@ class Leases:
         rows = fetch_all(conn, statement, {"hashes": hashes, "me": self.key, "model": self.model})
         return {text_hash for (text_hash,) in rows}
 
+    def release_texts(self, conn: Connection, text_hashes: Sequence[str]) -> None:
+        """Give up claims on texts that failed: another holder's rows with the same text may try them."""
+        statement = sql.SQL("DELETE FROM {} WHERE holder = %s AND text_hash = ANY (%s::text[])").format(self._claims)
+        with conn.cursor() as cur:
+            cur.execute(statement, (self.key, list(text_hashes)))
+
     def release(self, conn: Connection) -> None:
         """Drop this holder's leases and claims, and those of holders that died (its advisory
         lock goes with its connection)."""
@@ -179,10 +191,3 @@ def _one(cur: Any) -> tuple[Any, ...]:
     row = cur.fetchone()
     assert row is not None  # the query returns one row
     return tuple(row)
-
-
-def release_texts(conn: Connection, target: TargetTable, key: int, text_hashes: Sequence[str]) -> None:
-    """Give up claims on texts that failed: another holder's rows with the same text may try them."""
-    statement = sql.SQL("DELETE FROM {} WHERE holder = %s AND text_hash = ANY (%s::text[])").format(target.claims.ident)
-    with conn.cursor() as cur:
-        cur.execute(statement, (key, list(text_hashes)))

@@ -25,7 +25,7 @@ class TextMetrics:
         return TextMetrics(self.char_length[index], self.token_count[index], self.truncated[index])
 
     @classmethod
-    def of(cls, encoder: Encoder, texts: Sequence[str], token_counts: np.ndarray | None = None) -> TextMetrics:
+    def of(cls, encoder: Encoder | None, texts: Sequence[str], token_counts: np.ndarray | None = None) -> TextMetrics:
         """Metrics of ``texts``; ``token_counts`` if already counted with the encoder's tokenizer."""
         char_length = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
         count_tokens = getattr(encoder, "count_tokens", None)

@@ -7,7 +7,7 @@ so a run stopped at any moment leaves no half-written batch behind.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import psycopg2.errors
@@ -16,7 +16,6 @@ from psycopg2 import sql
 from embedlib.db import copybin
 from embedlib.db.relations import TargetTable
 from embedlib.db.session import DEFAULT_RECONNECT_S, Connection, Session, rollback_quietly, transaction
-from embedlib.source.sharing import release_texts
 from embedlib.store.metrics import UNKNOWN_TOKENS, TextMetrics
 
 _STAGE = sql.Identifier("embedlib_stage")
@@ -152,12 +151,18 @@ class Sink:
         self._session.run(lambda conn: self._copy_and_run(conn, _METRICS_STAGE, _METRIC_STAGE_COLUMNS, data, update))
 
     def record_failures(
-        self, ids: Sequence[str], text_hashes: Sequence[str], errors: Sequence[str], *, holder: int | None = None
+        self,
+        ids: Sequence[str],
+        text_hashes: Sequence[str],
+        errors: Sequence[str],
+        *,
+        then: Callable[[Connection, Sequence[str]], None] | None = None,
     ) -> None:
         """Note rows whose text failed to embed: one more attempt for the same text, a first for a new one.
 
-        ``holder`` gives up its claims on these texts (see claims): other runs
-        waiting for their vectors try them themselves.
+        ``then(conn, text_hashes)`` runs in the same transaction: the run gives
+        up its claims on these texts there (``sharing.Sharing.release_texts``),
+        so other runs waiting for their vectors try them themselves.
 
         (A retried unit can count one attempt twice; the bound on attempts stays a bound.)
         """
@@ -177,8 +182,8 @@ class Sink:
         def record(conn: Connection) -> None:
             with transaction(conn), conn.cursor() as cur:
                 cur.execute(upsert, parameters)
-                if holder is not None:
-                    release_texts(conn, self._target, holder, text_hashes)
+                if then is not None:
+                    then(conn, text_hashes)
 
         self._session.run(record)
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from psycopg2 import sql
 
-from embedlib import Ingestor, SchemaError, copybin
+from embedlib import Ingestor, SchemaError
+from embedlib.db import copybin
 from embedlib.db.session import redact
 from embedlib.testing import HashEncoder
 

@@ -7,6 +7,7 @@ real model checks that threads sharing it neither race nor change vectors.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from typing import ClassVar
@@ -22,6 +23,7 @@ from embedlib import (
     ThreadedExecutor,
     make_executor,
 )
+from embedlib.run.executors import Stages
 from embedlib.testing import HashEncoder
 
 WORKER_COUNTS = [1, 3]
@@ -116,25 +118,25 @@ def test_shutdown_twice_is_safe(executor_name):
 
 
 class RecordingWorker:
-    """A stand-in worker: no model, no database; records what it saw."""
+    """Stand-in steps, one encoding and one writing: no model, no database; they record what they saw."""
 
     closed = 0
     written: ClassVar[list[int]] = []
 
-    def __init__(self, fail_on: int | None = None) -> None:
+    def __init__(self, half: str, fail_on: int | None = None) -> None:
+        self.half = half
         self.fail_on = fail_on
 
-    def encode(self, batch):  # type: ignore[no-untyped-def]
-        if batch == self.fail_on:
-            raise RuntimeError(f"cannot encode {batch}")
-        return batch
+    @classmethod
+    def stages(cls, fail_on: int | None = None) -> Stages[int, int, int]:
+        return Stages(compute=functools.partial(cls, "encode", fail_on), finish=functools.partial(cls, "write"))
 
-    def write(self, encoded):  # type: ignore[no-untyped-def]
-        RecordingWorker.written.append(encoded)
-        return encoded
-
-    def __call__(self, batch):  # type: ignore[no-untyped-def]
-        return self.write(self.encode(batch))
+    def __call__(self, item: int) -> int:
+        if self.half == "encode" and item == self.fail_on:
+            raise RuntimeError(f"cannot encode {item}")
+        if self.half == "write":
+            RecordingWorker.written.append(item)
+        return item
 
     def close(self) -> None:
         RecordingWorker.closed += 1
@@ -150,17 +152,17 @@ def test_pipeline_stages_pass_on_errors_and_stop(workers):
     RecordingWorker.written = []
     seen = []
     with pytest.raises(OSError, match="source went away"):
-        for result in executor.map_unordered(RecordingWorker, batches()):  # type: ignore[arg-type]
+        for result in executor.map_unordered(RecordingWorker.stages(), batches()):
             seen.append(result)
     assert sorted(seen) == sorted(RecordingWorker.written)  # every batch written is reported, even so
     with pytest.raises(RuntimeError, match="cannot encode 3"):
-        list(executor.map_unordered(lambda: RecordingWorker(fail_on=3), iter(range(10))))  # type: ignore[arg-type]
+        list(executor.map_unordered(RecordingWorker.stages(fail_on=3), iter(range(10))))
     assert not [t for t in threading.enumerate() if t.name.startswith("embedlib-")]
 
 
 def test_pipeline_closed_early_stops_its_threads_and_closes_workers():
     RecordingWorker.closed = 0
-    results = PipelinedExecutor(2).map_unordered(RecordingWorker, iter(range(1000)))  # type: ignore[arg-type]
+    results = PipelinedExecutor(2).map_unordered(RecordingWorker.stages(), iter(range(1000)))
     assert next(results) is not None
     results.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("embedlib-")]

@@ -1,9 +1,13 @@
-"""Interchangeable strategies for moving batches through workers."""
+"""Interchangeable strategies for moving items through two steps (see ``base``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from embedlib.errors import ConfigError
-from embedlib.run.executors.base import Executor, Worker, WorkerFactory
+from embedlib.options import AUTO
+from embedlib.run.executors.base import Executor, ExecutorStats, Stages, Step
 from embedlib.run.executors.inline import SerialExecutor
 from embedlib.run.executors.pipeline import PipelinedExecutor
 from embedlib.run.executors.processes import ProcessExecutor
@@ -24,19 +28,25 @@ EXECUTORS: dict[str, type[Executor]] = {
 # it is the fastest correct way (see docs/performance.md#executors). With an
 # encoder whose calls can overlap (a remote service) it runs one encoder
 # thread per worker, so that many requests are in flight.
-AUTO = "auto"
 AUTO_EXECUTOR = PipelinedExecutor
 
 
 def make_executor(
-    name: str, workers: int | None = None, *, concurrent_encoder: bool = False, autoscale: bool = False
+    name: str,
+    workers: int | None = None,
+    *,
+    concurrent_encoder: bool = False,
+    autoscale: bool = False,
+    ray_address: str | None = None,
+    size_of: Callable[[Any], int] | None = None,
 ) -> Executor:
     """An executor by name: one of ``EXECUTORS``, or ``"auto"`` (see ``AUTO_EXECUTOR``).
 
     ``workers`` is what each executor runs in parallel (writer threads,
     threads or processes); None means that executor's default. With
     ``autoscale``, ``workers`` is the most the threaded executor may use
-    (see ``autoscale``); other executors do not scale.
+    (see ``run.autoscale``), weighing each result with ``size_of``; other
+    executors do not scale. ``ray_address`` is the Ray executor's cluster.
     """
     if name == AUTO:
         name = (ThreadedExecutor if autoscale else AUTO_EXECUTOR).name
@@ -44,14 +54,16 @@ def make_executor(
         cls = EXECUTORS[name]
     except KeyError:
         raise ConfigError(f"unknown executor {name!r} (choose from: {', '.join([AUTO, *EXECUTORS])})") from None
-    options: dict[str, bool] = {}
+    options: dict[str, Any] = {}
     if autoscale:
         if cls is not ThreadedExecutor:
             raise ConfigError(f"autoscale works with the threaded executor, not {name!r}")
         workers = AUTOSCALE_MAX_WORKERS if workers is None else workers
-        options["autoscale"] = True
+        options = {"autoscale": True, **({"size_of": size_of} if size_of else {})}
     elif cls is PipelinedExecutor:
-        options["concurrent_encoding"] = concurrent_encoder
+        options["concurrent_compute"] = concurrent_encoder
+    elif cls is RayExecutor:
+        options["address"] = ray_address
     return cls(**options) if workers is None else cls(workers, **options)
 
 
@@ -59,12 +71,13 @@ __all__ = [
     "AUTO",
     "EXECUTORS",
     "Executor",
+    "ExecutorStats",
     "PipelinedExecutor",
     "ProcessExecutor",
     "RayExecutor",
     "SerialExecutor",
+    "Stages",
+    "Step",
     "ThreadedExecutor",
-    "Worker",
-    "WorkerFactory",
     "make_executor",
 ]

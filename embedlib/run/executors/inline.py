@@ -1,12 +1,11 @@
-"""Run every batch inline, in the caller's thread: the reference every other executor must match."""
+"""Run every item inline, in the caller's thread: the reference every other executor must match."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
-from embedlib.plan.batching import Batch
-from embedlib.run.executors.base import Executor, WorkerFactory
-from embedlib.run.worker import BatchResult
+from embedlib.run.executors.base import Executor, Stages, Step, T, close_all
 
 
 class SerialExecutor(Executor):
@@ -15,13 +14,13 @@ class SerialExecutor(Executor):
     def __init__(self, workers: int = 1) -> None:
         super().__init__(1)  # one worker by definition; a larger count is ignored
 
-    def map_unordered(self, make_worker: WorkerFactory, batches: Iterable[Batch]) -> Iterator[BatchResult]:
-        worker = None  # made at the first batch: a run with nothing to do loads no model
+    def map_unordered(self, stages: Stages[T, Any, Any], items: Iterable[T]) -> Iterator[Any]:
+        steps: list[Step[Any, Any]] = []  # made at the first item: a run with nothing to do loads no model
         try:
-            for batch in batches:
-                if worker is None:
-                    worker = make_worker()
-                yield worker(batch)
+            for item in items:
+                if not steps:
+                    steps = [stages.compute(), stages.finish()]
+                compute, finish = steps
+                yield finish(compute(item))
         finally:
-            if worker is not None:
-                worker.close()
+            close_all(steps)

@@ -1,143 +1,159 @@
-"""Overlap reading, encoding and writing: stages on threads, joined by bounded queues.
+"""Overlap reading, computing and finishing: stages on threads, joined by bounded queues.
 
-    batches (read + plan) --> encoder thread(s) --> writer threads (``workers``, default 2)
+    items (read + plan) --> compute thread(s) --> finish threads (``workers``, default 2)
 
-The batches iterator (which reads the source and plans batches) runs on a
-reader thread, the model on one encoder thread, and writes on ``workers``
-writer threads, each with its own connection; the caller's thread collects
-results. While the model encodes batch n, batch n+1 is read and planned and
-batch n-1 written, so the model never waits for the database (the original
-design's "batch prefetching"). Each queue holds at most ``depth`` batches
-per writer (4 by default): memory stays bounded whatever the table's size,
-and the writers have work while the reader waits on its next window.
+The items iterator (which reads the source and plans batches) runs on a
+reader thread, the first step on one compute thread, and the second on
+``workers`` finish threads; the caller's thread collects results. While
+the model encodes batch n, batch n+1 is read and planned and batch n-1
+written, so the model never waits for the database (the original design's
+"batch prefetching"). Each queue holds at most ``depth`` items per worker (4
+by default): memory stays bounded whatever the table's size, and the writers
+have work while the reader waits on its next window.
 
-One encoder is the point for a local model: torch already spreads one
-encode over every core. More writers help only where writing is the slow
-part (a fast encoder, a remote database). An encoder whose calls can overlap
-(``concurrent_encoding``: a remote service, which does the work while the
-thread waits) gets ``workers`` encoder threads instead, so that many
-requests are in flight while earlier batches are written.
+One compute thread is the point for a local model: torch already spreads one
+encode over every core. More workers help only where finishing is the slow
+part (a fast encoder, a remote database). Where calls can overlap
+(``concurrent_compute``: a remote service, which does the work while the
+thread waits) there are ``workers`` compute threads instead, so that many
+requests are in flight while earlier batches are written. Subclasses run the
+first step elsewhere (processes, Ray actors) by overriding ``compute_steps``.
 """
 
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from embedlib.plan.batching import Batch
-from embedlib.run.executors.base import Executor, Worker, WorkerFactory
-from embedlib.run.worker import BatchResult
+from embedlib.run.executors.base import Executor, Stages, Step, T, close_all
 
 _END = object()  # put by a stage when it has nothing more to pass on
 _POLL_S = 0.1  # how often a blocked stage checks whether the run was stopped
-# A thread that waited on the database (COPY, commit) needs the GIL back to go
-# on; with Python's default 5 ms switch interval it waits that long behind a
-# busy planner thread at every such step, a large share of a fast COPY's time
-# (docs/performance.md). 0.5 ms gives it back at once, for the duration of a run.
-_SWITCH_INTERVAL_S = 0.0005
 
 
 class PipelinedExecutor(Executor):
     name = "pipelined"
 
-    def __init__(self, workers: int = 2, *, depth: int = 4, concurrent_encoding: bool = False) -> None:
+    def __init__(self, workers: int = 2, *, depth: int = 4, concurrent_compute: bool = False) -> None:
         super().__init__(workers)
         self.depth = depth
-        # An encoder whose calls can overlap (a remote service): as many encoder threads as writers.
-        self.encoders = self.workers if concurrent_encoding else 1
+        self.computers = self.workers if concurrent_compute else 1
 
-    def encoder_factory(self, make_worker: WorkerFactory) -> WorkerFactory:
-        """What makes each encoder thread's worker (only its ``encode`` half is used): here, in
-        this process; the Ray executor's encode on actors instead."""
-        return make_worker
+    def compute_steps(self, stages: Stages[T, Any, Any]) -> Callable[[], Step[T, Any]]:
+        """What makes each compute thread's step: here, the step itself, in this process."""
+        return stages.compute
 
-    def map_unordered(self, make_worker: WorkerFactory, batches: Iterable[Batch]) -> Iterator[BatchResult]:
-        stop = threading.Event()
-        errors: list[BaseException] = []
-        planned: queue.Queue[Any] = queue.Queue(self.depth * self.workers)
-        encoded: queue.Queue[Any] = queue.Queue(self.depth * self.workers)
-        results: queue.Queue[Any] = queue.Queue()  # bounded by the stages before it
-        workers: list[Worker] = []  # made at a stage's first batch: no batch, no model loaded
-        workers_lock = threading.Lock()
-
-        def new_worker(factory: WorkerFactory = make_worker) -> Worker:
-            worker = factory()
-            with workers_lock:
-                workers.append(worker)
-            return worker
-
-        encoder_factory = self.encoder_factory(make_worker)
+    def map_unordered(self, stages: Stages[T, Any, Any], items: Iterable[T]) -> Iterator[Any]:
+        run = _Run(self.depth * self.workers)
+        make_compute = self.compute_steps(stages)
+        computers_left = [self.computers]
 
         def read() -> None:
-            for batch in batches:
-                if not _put(planned, batch, stop):
+            for item in items:
+                if not run.put(run.planned, item):
                     return
-            _put(planned, _END, stop)
+            run.put(run.planned, _END)
 
-        encoders_left = [self.encoders]
-
-        def encode() -> None:
-            encoder: Worker | None = None  # its encode half only: it never connects
-            while (batch := _get(planned, stop)) is not _END:
-                encoder = encoder or new_worker(encoder_factory)
-                if not _put(encoded, encoder.encode(batch), stop):
+        def compute() -> None:
+            step: Step[T, Any] | None = None  # made at the first item: no item, no model loaded
+            while (item := run.get(run.planned)) is not _END:
+                step = step or run.made(make_compute)
+                if not run.put(run.computed, step(item)):
                     return
-            _put(planned, _END, stop)  # passed on, for the other encoder threads
-            with workers_lock:
-                encoders_left[0] -= 1
-                last = encoders_left[0] == 0
-            if last:
+            run.put(run.planned, _END)  # passed on, for the other compute threads
+            if run.last_of(computers_left):
                 for _ in range(self.workers):
-                    _put(encoded, _END, stop)
+                    run.put(run.computed, _END)
 
-        def write() -> None:
-            writer: Worker | None = None
-            while (item := _get(encoded, stop)) is not _END:
-                writer = writer or new_worker()
-                results.put(writer.write(item))
-            results.put(_END)
+        def finish() -> None:
+            step: Step[Any, Any] | None = None
+            while (item := run.get(run.computed)) is not _END:
+                step = step or run.made(stages.finish)
+                run.results.put(step(item))
+            run.results.put(_END)
 
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(_SWITCH_INTERVAL_S)
-        stages = [_stage(read, "embedlib-reader", stop, errors)]
-        stages += [_stage(encode, f"embedlib-encoder-{n}", stop, errors) for n in range(self.encoders)]
-        stages += [_stage(write, f"embedlib-writer-{n}", stop, errors) for n in range(self.workers)]
+        run.start(read, "embedlib-reader")
+        for n in range(self.computers):
+            run.start(compute, f"embedlib-compute-{n}")
+        for n in range(self.workers):
+            run.start(finish, f"embedlib-writer-{n}")
+        yield from run.collect(self.workers)
+
+
+class _Run:
+    """The queues, threads and steps of one ``map_unordered`` call."""
+
+    def __init__(self, bound: int) -> None:
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.planned: queue.Queue[Any] = queue.Queue(bound)
+        self.computed: queue.Queue[Any] = queue.Queue(bound)
+        self.results: queue.Queue[Any] = queue.Queue()  # bounded by the stages before it
+        self._threads: list[threading.Thread] = []
+        self._steps: list[Step[Any, Any]] = []
+        self._lock = threading.Lock()
+
+    def made(self, factory: Callable[[], Step[Any, Any]]) -> Step[Any, Any]:
+        step = factory()
+        with self._lock:
+            self._steps.append(step)
+        return step
+
+    def last_of(self, counter: list[int]) -> bool:
+        with self._lock:
+            counter[0] -= 1
+            return counter[0] == 0
+
+    def start(self, target: Callable[[], None], name: str) -> None:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # handed to the caller's thread, which raises it
+                self.errors.append(exc)
+                self.stop.set()
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def collect(self, finishers: int) -> Iterator[Any]:
         try:
-            finished_writers = 0
-            while finished_writers < self.workers and not stop.is_set():
-                result = _get(results, stop)
+            finished = 0
+            while finished < finishers and not self.stop.is_set():
+                result = self.get(self.results)
                 if result is _END:
-                    finished_writers += 1
+                    finished += 1
                 else:
                     yield result
         finally:
-            stop.set()
-            for stage in stages:
-                stage.join()  # an encode or a write under way finishes first
-            for worker in workers:
-                worker.close()
-            sys.setswitchinterval(switch_interval)
-        if errors:
-            yield from _drain(results)  # batches written before the error are reported all the same
-            raise errors[0]
+            self.stop.set()
+            for thread in self._threads:
+                thread.join()  # a step under way finishes first
+            close_all(self._steps)
+        if self.errors:
+            yield from _drain(self.results)  # items finished before the error are reported all the same
+            raise self.errors[0]
 
+    def put(self, q: queue.Queue[Any], item: object) -> bool:
+        """Put ``item``, waiting for room; False if the run was stopped first."""
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
 
-def _stage(
-    target: Callable[[], None], name: str, stop: threading.Event, errors: list[BaseException]
-) -> threading.Thread:
-    def run() -> None:
-        try:
-            target()
-        except BaseException as exc:  # handed to the caller's thread, which raises it
-            errors.append(exc)
-            stop.set()
-
-    thread = threading.Thread(target=run, name=name, daemon=True)
-    thread.start()
-    return thread
+    def get(self, q: queue.Queue[Any]) -> Any:
+        """The next item, or ``_END`` once the run is stopped."""
+        while not self.stop.is_set():
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+        return _END
 
 
 def _drain(q: queue.Queue[Any]) -> Iterator[Any]:
@@ -148,24 +164,3 @@ def _drain(q: queue.Queue[Any]) -> Iterator[Any]:
             return
         if item is not _END:
             yield item
-
-
-def _put(q: queue.Queue[Any], item: object, stop: threading.Event) -> bool:
-    """Put ``item``, waiting for room; False if the run was stopped first."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=_POLL_S)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:
-    """The next item, or ``_END`` once the run is stopped."""
-    while not stop.is_set():
-        try:
-            return q.get(timeout=_POLL_S)
-        except queue.Empty:
-            continue
-    return _END

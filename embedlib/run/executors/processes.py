@@ -1,15 +1,20 @@
-"""Run batches in worker processes, each with its own model replica and database connection.
+"""Run the compute step in worker processes, each with its own model replica; finish in this process.
 
-Each process gets ``cores / workers`` torch threads (or ``torch_threads``),
-so processes x threads never oversubscribe the cores unless asked to. Only
-batches (texts, ids, hashes) and results cross the process boundary: a
-worker process builds its own worker (connection; the model is loaded once
-per process) from the picklable factory at its first batch of a run, so a
-run with nothing to do starts no process and loads no model. Processes are started with ``spawn``: forking a
-parent that already runs torch's thread pools can deadlock.
+    items (read + plan) --> N compute threads --> N processes --> N finish threads
+
+This is the pipelined executor with each compute thread handing its items
+to the process pool: only items (texts, ids, hashes) and what the step makes
+of them (vectors) cross the process boundary, never a connection or a DSN,
+so a run uses one connection to read and ``workers`` to write, whatever the
+processes do. Each process gets ``cores / workers`` torch threads (or
+``torch_threads``), so processes x threads never oversubscribe the cores
+unless asked to. A process builds its step from the pickled factory at its
+first item of a run, so a run with nothing to do starts no process and loads
+no model. Processes are started with ``spawn``: forking a parent that
+already runs torch's thread pools can deadlock.
 
 Ctrl-C is the parent's to handle: worker processes ignore SIGINT, and the
-parent lets the batches they are running finish and commit.
+parent lets the items they are running finish.
 """
 
 from __future__ import annotations
@@ -20,19 +25,20 @@ import multiprocessing
 import os
 import pickle
 import signal
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from embedlib.encode.local import limit_torch_threads
 from embedlib.errors import ConfigError
-from embedlib.plan.batching import Batch
-from embedlib.run.executors.base import Executor, Worker, WorkerFactory, bounded_map
-from embedlib.run.worker import BatchResult
+from embedlib.run.executors.base import Stages, Step, T
+from embedlib.run.executors.pipeline import PipelinedExecutor
 
 
-class ProcessExecutor(Executor):
-    """``workers`` processes; they are started at the first batch and kept until ``shutdown()``.
+class ProcessExecutor(PipelinedExecutor):
+    """``workers`` processes; they are started at the first item and kept until ``shutdown()``.
 
     Kept, because a process takes seconds to start (importing torch, loading
     the model): an Ingestor made with an executor *name* shuts it down after
@@ -41,52 +47,67 @@ class ProcessExecutor(Executor):
 
     name = "process"
 
-    def __init__(self, workers: int | None = None, *, torch_threads: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, *, torch_threads: int | None = None, depth: int = 2) -> None:
         cores = os.cpu_count() or 1
-        super().__init__(cores if workers is None else workers)
-        workers = self.workers
-        self.torch_threads = torch_threads or max(1, cores // workers)
+        super().__init__(cores if workers is None else workers, depth=depth, concurrent_compute=True)
+        self.torch_threads = torch_threads or max(1, cores // self.workers)
         self._pool: ProcessPoolExecutor | None = None
         self._runs = itertools.count()
+        self._lock = threading.Lock()  # compute threads start the pool together
 
-    def map_unordered(self, make_worker: WorkerFactory, batches: Iterable[Batch]) -> Iterator[BatchResult]:
+    def map_unordered(self, stages: Stages[T, Any, Any], items: Iterable[T]) -> Iterator[Any]:
         try:
-            task = functools.partial(_run_batch, next(self._runs), pickle.dumps(make_worker))
+            yield from super().map_unordered(stages, items)
+        except BrokenProcessPool:
+            self.shutdown()
+            raise
+
+    def compute_steps(self, stages: Stages[T, Any, Any]) -> Callable[[], Step[T, Any]]:
+        try:
+            task = functools.partial(_compute, next(self._runs), pickle.dumps(stages.compute))
         except Exception as exc:
             raise ConfigError(
                 f"the process executor sends the model to each process, and it cannot be pickled ({exc}); "
                 "pass a model name or path instead of a loaded object"
             ) from None
-        batches = iter(batches)
-        first = next(batches, None)
-        if first is None:
-            return  # nothing to do: no process started
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_process,
-                initargs=(self.torch_threads,),
-            )
-        pool = self._pool
-        try:
-            yield from bounded_map(
-                lambda batch: pool.submit(task, batch), itertools.chain([first], batches), 2 * self.workers
-            )
-        except BrokenProcessPool:
-            self.shutdown()
-            raise
+        return lambda: _InProcess(self._started_pool(), task)
+
+    def _started_pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_process,
+                    initargs=(self.torch_threads,),
+                )
+            return self._pool
 
     def shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)  # batches already running finish and commit
-            self._pool = None
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)  # items already running finish
 
 
-# State of a worker process: its torch thread count, and the worker of the current run.
+class _InProcess:
+    """A compute thread's step: each item runs in one of the pool's processes."""
+
+    def __init__(self, pool: ProcessPoolExecutor, task: Callable[[Any], Any]) -> None:
+        self._pool = pool
+        self._task = task
+
+    def __call__(self, item: Any) -> Any:
+        return self._pool.submit(self._task, item).result()
+
+    def close(self) -> None:
+        pass  # the processes stay up for the next run, until the executor's shutdown()
+
+
+# State of a worker process: its torch thread count, and the step of the current run.
 _torch_threads = 1
 _run: int | None = None
-_worker: Worker | None = None
+_step: Step[Any, Any] | None = None
 
 
 def _start_process(torch_threads: int) -> None:
@@ -96,16 +117,16 @@ def _start_process(torch_threads: int) -> None:
     _torch_threads = torch_threads
 
 
-def _run_batch(run: int, make_worker: bytes, batch: Batch) -> BatchResult:
-    """Run one batch, with this process's worker for ``run`` (made at its first batch)."""
-    global _run, _worker
+def _compute(run: int, make_step: bytes, item: Any) -> Any:
+    """Run one item, with this process's step for ``run`` (made at its first item)."""
+    global _run, _step
     if _run != run:
-        if _worker is not None:
-            _worker.close()
-        _run, _worker = run, None
+        if _step is not None:
+            _step.close()
+        _run, _step = run, None
         # Made here rather than in the initializer, so that an error (a model
-        # that cannot load, a refused connection) comes back as itself.
-        _worker = pickle.loads(make_worker)()
+        # that cannot load) comes back as itself.
+        _step = pickle.loads(make_step)()
         limit_torch_threads(_torch_threads)  # torch may have been imported just now
-    assert _worker is not None
-    return _worker(batch)
+    assert _step is not None
+    return _step(item)

@@ -1,26 +1,28 @@
-"""The unit of work an executor runs: encode one batch and write it.
+"""The two steps every batch goes through: encode it, then write it.
 
-A worker owns one database connection and uses its process's encoder
-(names load once per process, so threads share one model). It is built
-from a ``WorkerSpec``, which is plain picklable data, so an executor can
-build workers in threads or in other processes alike.
+``EncodeStep`` is built from an ``EncodeSpec``, plain picklable data with no
+database in it, so an executor may run it in threads, child processes or Ray
+actors alike (names load once per process, so threads share one model).
+``WriteStep`` runs in the driver process only: it holds the run's connection
+for writing, and what the DSN holds never leaves the process.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from embedlib.db.relations import TargetTable
-from embedlib.db.session import DEFAULT_RECONNECT_S
-from embedlib.encode.base import resolve_encoder
+from embedlib.db.session import Connection
+from embedlib.encode.base import Encoder, resolve_encoder
 from embedlib.encode.failures import isolate_failures, unstorable_rows
 from embedlib.errors import EncoderUnavailable
 from embedlib.plan.batching import Batch, budget_slices, encode_cost
 from embedlib.redaction import get_logger
+from embedlib.run.report import BatchResult
 from embedlib.store.metrics import TextMetrics
 from embedlib.store.sink import Sink
 
@@ -28,30 +30,17 @@ log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
-class WorkerSpec:
-    dsn: str
-    target: TargetTable
-    model: Any  # a model name or path, or an Encoder object
+class EncodeSpec:
+    model: Any  # a model name, path or service URL, or an Encoder object
+    dimension: int  # of the target's vectors
+    vector_type: str  # the target's (see options.VECTOR_TYPES): some vectors cannot be stored in it
     metrics_only: bool = False
     batch_tokens: int = 0  # a token budget per encode call (see batching.budget_slices); 0: one call a batch
-    reconnect_s: float = DEFAULT_RECONNECT_S  # how long a lost connection is retried (see db.Session)
-    holder: int | None = None  # the run's key among ingestors sharing the table (see claims)
-    model_key: str = ""  # the name the model's vectors are stored under (see provenance.model_key)
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    rows: int  # rows written
-    encoded: int  # texts run through the model
-    failed: int  # rows not written because their text failed to embed (see failures)
-    encode_s: float
-    write_s: float
-    reconnects: int = 0  # connections lost and made again while writing it
 
 
 @dataclass(frozen=True)
 class EncodedBatch:
-    """A batch between its two halves: its vectors, one per distinct text (None in metrics-only mode)."""
+    """A batch between its two steps: its vectors, one per distinct text (None in metrics-only mode)."""
 
     batch: Batch
     vectors: np.ndarray | None
@@ -61,27 +50,15 @@ class EncodedBatch:
     errors: dict[int, str] = field(default_factory=dict)
 
 
-class BatchWorker:
-    """Encodes and writes batches; ``encode`` and ``write`` can also run apart (see the pipelined executor)."""
+class EncodeStep:
+    """Vectors for a batch, unless they are reused or not wanted. Thread-safe."""
 
-    def __init__(self, spec: WorkerSpec) -> None:
+    def __init__(self, spec: EncodeSpec) -> None:
         self._spec = spec
         self._encoder = resolve_encoder(spec.model)
-        self._sink: Sink | None = None  # connected at the first write: a worker that only encodes needs none
         self._model_worked = False  # has a call to the model succeeded yet (see failures.isolate_failures)
 
-    @property
-    def sink(self) -> Sink:
-        if self._sink is None:
-            spec = self._spec
-            self._sink = Sink(spec.dsn, spec.target, spec.model_key, reconnect_s=spec.reconnect_s)
-        return self._sink
-
-    def __call__(self, batch: Batch) -> BatchResult:
-        return self.write(self.encode(batch))
-
-    def encode(self, batch: Batch) -> EncodedBatch:
-        """The model's half: vectors, unless they are reused or not wanted. Thread-safe."""
+    def __call__(self, batch: Batch) -> EncodedBatch:
         started = time.perf_counter()
         encoded = 0
         vectors = None
@@ -93,11 +70,11 @@ class BatchWorker:
             vectors, errors = isolate_failures(
                 lambda start, stop: self._encode_within_budget(batch, start, stop),
                 len(batch.texts),
-                self._spec.target.dimension,
+                self._spec.dimension,
                 worked_before=self._model_worked,
             )
         if vectors is not None:  # a vector that cannot be stored fails its text like an error does
-            for position, reason in unstorable_rows(vectors, self._spec.target.vector_type).items():
+            for position, reason in unstorable_rows(vectors, self._spec.vector_type).items():
                 errors.setdefault(position, reason)
         if encoded:
             if len(errors) == encoded > 1 and not self._model_worked:
@@ -124,17 +101,40 @@ class BatchWorker:
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         vectors = np.asarray(self._encoder.encode(texts))
-        if vectors.shape != (len(texts), self._spec.target.dimension):
+        if vectors.shape != (len(texts), self._spec.dimension):
             # The encoder is at fault, not these texts (its dimension changed mid-run, say): the
             # run stops rather than filing every row as failed (see failures.isolate_failures).
             raise EncoderUnavailable(
                 f"encoder {self._encoder.name!r} returned vectors of shape {vectors.shape} for "
-                f"{len(texts)} texts; the target holds {self._spec.target.dimension}-dimensional ones"
+                f"{len(texts)} texts; the target holds {self._spec.dimension}-dimensional ones"
             )
         return vectors
 
-    def write(self, encoded: EncodedBatch) -> BatchResult:
-        """The rest: metrics (counting tokens is done here, off the model's path), then one transaction."""
+    def close(self) -> None:
+        pass  # the model stays loaded for the process's next run
+
+
+class WriteStep:
+    """Metrics (counting tokens is done here, off the model's path), then one transaction a batch.
+
+    ``on_failed(conn, text_hashes)`` runs in the transaction that records
+    texts that failed (see ``sink.Sink.record_failures``).
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        encoder: Encoder | None,
+        *,
+        errors_label: str,
+        on_failed: Callable[[Connection, Sequence[str]], None] | None = None,
+    ) -> None:
+        self._sink = sink
+        self._encoder = encoder  # for counting tokens the planner did not count; None: no tokenizer
+        self._errors_label = errors_label
+        self._on_failed = on_failed
+
+    def __call__(self, encoded: EncodedBatch) -> BatchResult:
         started = time.perf_counter()
         batch, vectors = encoded.batch, encoded.vectors
         metrics = TextMetrics.of(self._encoder, batch.texts, batch.token_counts)
@@ -150,21 +150,20 @@ class BatchWorker:
         ids = batch.ids if not failed else [row_id for row_id, kept in zip(batch.ids, row_keep, strict=True) if kept]
         hashes = np.array(batch.text_hashes, dtype="S32")[index]  # md5 hex digests, one per row
         row_metrics = metrics.take(index)
-        reconnects_before = self.sink.reconnects if ids else 0
-        if ids:
-            if vectors is None:
-                self.sink.write_metrics(ids, hashes, row_metrics)
-            else:
-                self.sink.write_embeddings(
-                    ids, hashes, vectors[index], row_metrics, batch.frequencies[index], new_rows=batch.new_rows
-                )
+        reconnects_before = self._sink.reconnects
+        if ids and vectors is None:
+            self._sink.write_metrics(ids, hashes, row_metrics)
+        elif ids and vectors is not None:
+            self._sink.write_embeddings(
+                ids, hashes, vectors[index], row_metrics, batch.frequencies[index], new_rows=batch.new_rows
+            )
         return BatchResult(
             rows=len(ids),
             encoded=encoded.encoded,
             failed=failed,
             encode_s=encoded.encode_s,
             write_s=time.perf_counter() - started,
-            reconnects=self.sink.reconnects - reconnects_before if ids else 0,
+            reconnects=self._sink.reconnects - reconnects_before,
         )
 
     def _record_failures(self, batch: Batch, row_keep: np.ndarray, errors: dict[int, str]) -> None:
@@ -172,14 +171,13 @@ class BatchWorker:
         positions = batch.text_index[failed_rows]
         ids = [batch.ids[row] for row in failed_rows]
         hashes = [batch.text_hashes[p] for p in positions]
-        self.sink.record_failures(ids, hashes, [errors[p] for p in positions], holder=self._spec.holder)
+        self._sink.record_failures(ids, hashes, [errors[p] for p in positions], then=self._on_failed)
         log.warning(
             "%d rows failed to embed and were recorded in %s (first: %s)",
             len(ids),
-            self._spec.target.errors.label,
+            self._errors_label,
             errors[positions[0]],
         )
 
     def close(self) -> None:
-        if self._sink is not None:
-            self._sink.close()
+        self._sink.close()

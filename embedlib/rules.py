@@ -1,0 +1,165 @@
+"""What a valid value of a setting is: one rule per kind, with the Python error and the command
+line's reading of text made from the same test.
+
+``check(name, value)`` raises a one-line ``ConfigError`` ("batch_size must be
+a whole number >= 1, got 0"); ``parse(text)`` reads a value from the command
+line or the environment, and ``from_text`` (an argparse ``type``) does both
+in the command line's words ("expected a whole number >= 1, got 0").
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from embedlib.errors import ConfigError
+
+
+class Rule(Protocol):
+    @property
+    def what(self) -> str:  # "a whole number >= 1"
+        ...
+
+    def check(self, name: str, value: Any) -> None: ...
+
+    def parse(self, text: str) -> Any: ...
+
+    def from_text(self, text: str) -> Any: ...
+
+
+class _Plain:
+    """A rule whose text is the value itself: parsing never fails, and checking is all."""
+
+    def parse(self, text: str) -> Any:
+        return text
+
+    def from_text(self, text: str) -> Any:
+        value = self.parse(text)
+        try:
+            self.check("value", value)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+
+    def check(self, name: str, value: Any) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Whole(_Plain):
+    at_least: int = 1
+
+    @property
+    def what(self) -> str:
+        return f"a whole number >= {self.at_least}"
+
+    def check(self, name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < self.at_least:
+            raise ConfigError(f"{name} must be {self.what}, got {value!r}")
+
+    def parse(self, text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {text!r}") from None
+
+    def from_text(self, text: str) -> int:
+        try:
+            value = self.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if value < self.at_least:
+            raise argparse.ArgumentTypeError(f"expected {self.what}, got {value}")
+        return value
+
+
+def is_amount(value: object) -> bool:
+    """Whether ``value`` is a finite number >= 0 (seconds, milliseconds): not a bool, NaN or infinity.
+
+    NaN compares false with everything, so a plain ``< 0`` test lets it
+    through, and a timeout of NaN or infinity never runs out.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return value >= 0 if isinstance(value, int) else math.isfinite(value) and value >= 0
+
+
+@dataclass(frozen=True)
+class Amount(_Plain):
+    """A finite number of ``unit`` >= 0."""
+
+    unit: str
+
+    @property
+    def what(self) -> str:
+        return f"a finite number of {self.unit} >= 0"
+
+    def check(self, name: str, value: Any) -> None:
+        if not is_amount(value):
+            raise ConfigError(f"{name} must be {self.what}, got {value!r}")
+
+    def parse(self, text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"expected a number of {self.unit}, got {text!r}") from None
+
+    def from_text(self, text: str) -> float:
+        try:
+            value = self.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if not is_amount(value):
+            raise argparse.ArgumentTypeError(f"expected {self.what}, got {text!r}")
+        return value
+
+
+class Name(_Plain):
+    """A non-empty name: of a table, a column, an executor."""
+
+    what = "a non-empty name"
+
+    def check(self, name: str, value: Any) -> None:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{name} must be {self.what}, got {value!r}")
+
+
+class Text(_Plain):
+    """Any string: a DSN, an address."""
+
+    what = "text"
+
+    def check(self, name: str, value: Any) -> None:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be {self.what}, got {type(value).__name__}")
+
+
+class Anything(_Plain):
+    """Checked where it is used (a model: a name, a path, a URL or an encoder object)."""
+
+    what = "anything"
+
+
+class Flag(_Plain):
+    what = "True or False"
+
+    def check(self, name: str, value: Any) -> None:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be {self.what}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Choice(_Plain):
+    choices: Sequence[str]
+    noun: str  # what a choice is: "metric", "index method"
+
+    @property
+    def what(self) -> str:
+        return f"one of {', '.join(self.choices)}"
+
+    def check(self, name: str, value: Any) -> None:
+        if value not in self.choices:
+            raise ConfigError(f"unknown {self.noun} {value!r} (choose from: {', '.join(self.choices)})")

@@ -1,0 +1,113 @@
+"""The passes of one run over the source: read and plan on one side, the executor's steps on the other.
+
+The first pass covers the spans this run leases. Rows it deferred (their text
+was in flight, here or in another run sharing the table) are read again by
+later passes over just their spans, until none are left.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from embedlib.backoff import Backoff
+from embedlib.db.session import Session
+from embedlib.options import Settings
+from embedlib.plan.batching import Batch
+from embedlib.plan.planner import Planner, PlanOptions
+from embedlib.run.executors import Executor, Stages
+from embedlib.run.prepare import Prepared
+from embedlib.run.report import BatchResult, IngestReport
+from embedlib.source.reader import PendingReader, Retries, Span
+from embedlib.source.sharing import Sharing
+
+# How long a run waits for another run sharing the table to store a text they
+# both need, before encoding it itself: that run should take seconds.
+CLAIM_WAIT_S = 300.0
+
+
+@dataclass(frozen=True)
+class Passes:
+    """What every pass of one run shares."""
+
+    settings: Settings
+    session: Session  # the run's reading connection
+    prepared: Prepared
+    sharing: Sharing
+    retries: Retries
+    duplicates: dict[str, int]  # source.duplicate_counts
+    executor: Executor
+    stages: Stages[Batch, Any, BatchResult]
+    on_blank: Callable[[list[str], list[str]], None]  # records the blank rows a pass meets
+    report: IngestReport
+    stop: threading.Event
+    bar: Any  # a tqdm progress bar
+
+    def run(self, options: PlanOptions, limit: int | None) -> None:
+        """The first pass over the spans this run leases; then passes over those with rows deferred,
+        until none are left."""
+        planner = self._pass(options, limit=limit)
+        options.defer_in_flight = False  # this run's batches are all written now
+        backoff = Backoff(0.05, 1.0)
+        while planner.deferred_spans and not self.stop.is_set():
+            # Rows whose text was in flight: this run's (its vector is stored now), or
+            # another run's (stored soon, or its claim freed if that run dies). Wait for
+            # the other run, but not forever: past CLAIM_WAIT_S, encode the text here too.
+            options.respect_claims = backoff.waited < CLAIM_WAIT_S
+            planner = self._pass(options, spans=planner.deferred_spans, again=True)
+            if planner.deferred_spans:
+                backoff.sleep()
+
+    def _pass(
+        self,
+        options: PlanOptions,
+        *,
+        limit: int | None = None,
+        spans: Sequence[Span] | None = None,
+        again: bool = False,
+    ) -> Planner:
+        """One scan of the source (or of ``spans`` of it): plan batches, run them on the executor,
+        add up the results.
+
+        ``again``: a scan of spans an earlier pass covered, whose blank rows are counted already.
+        """
+        prepared, report = self.prepared, self.report
+        reader = PendingReader(
+            self.session,
+            prepared.source,
+            prepared.target,
+            prepared.model_key,
+            self.retries,
+            self.sharing,
+            window_size=self.settings.window,
+            limit=limit,
+            metrics_only=self.settings.metrics_only,
+            spans=spans,
+        )
+        planner = Planner(
+            self.session, prepared.target, prepared.model_key, self.duplicates, options, self.sharing, self.on_blank
+        )
+        skipped = 0
+        for result in self.executor.map_unordered(self.stages, _until_set(self.stop, planner.batches(reader))):
+            report.add(result)
+            newly_skipped = 0 if again else planner.skipped - skipped
+            self.bar.update(result.rows + result.failed + newly_skipped)
+            skipped = planner.skipped
+        if not again:
+            report.skipped += planner.skipped
+            self.bar.update(planner.skipped - skipped)
+            stats = self.executor.stats()
+            if stats.steps:
+                report.workers, report.autoscale_steps = stats.workers, stats.steps
+        report.read_s += reader.seconds
+        return planner
+
+
+def _until_set(stop: threading.Event, batches: Iterator[Batch]) -> Iterator[Batch]:
+    """``batches``, until ``stop`` is set."""
+    for batch in batches:
+        if stop.is_set():
+            return
+        yield batch

@@ -1,0 +1,72 @@
+"""Everything a run checks before it writes anything: the source, the model, the target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from embedlib.db.relations import SourceTable, TargetTable
+from embedlib.db.session import Connection, ensure_vector_extension, transaction
+from embedlib.encode.base import resolve_encoder
+from embedlib.encode.identity import model_identity
+from embedlib.errors import SchemaError
+from embedlib.options import Settings
+from embedlib.source.reader import Retries, count_null_ids, count_pending
+from embedlib.source.tables import inspect_source
+from embedlib.store.provenance import claim_target, model_key, served_target
+from embedlib.store.schema import check_dtype, ensure_side_tables, ensure_target
+from embedlib.store.sink import clear_resolved_errors
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a run found before writing anything."""
+
+    source: SourceTable
+    target: TargetTable
+    model_key: str  # the name its vectors are stored under in this target (see provenance.model_key)
+    pending: int  # rows that need work
+    to_encode: int  # of those, rows with text (the others are blank)
+    null_ids: int  # rows that cannot be embedded: no id to key them by
+
+
+def prepare(conn: Connection, settings: Settings, retries: Retries) -> Prepared:
+    """Check source, model, then extension and target; make the target if there is text for it.
+
+    The model is loaded only when there is text to encode (a few seconds
+    saved on every run over an up-to-date table): a missing or different
+    model always finds work, since rows embedded by another model are
+    pending. Its identity (``identity.model_identity``) needs no load.
+    """
+    s = settings
+    with transaction(conn):
+        source = inspect_source(conn, s.table, s.id_column, s.text_column)
+        identity = model_identity(s.model)
+        target = served_target(conn, source, s.target)
+        key = None
+        if target is not None:
+            check_dtype(target, s.dtype)
+            ensure_side_tables(conn, target)
+            claim_target(conn, target, source)
+            key = model_key(conn, target, identity)
+            # Now, not after the model has loaded: runs starting together would wait on these rows.
+            conn.commit()
+            clear_resolved_errors(conn, target)  # retries that worked in a run that ended early
+        if s.metrics_only and target is None:
+            raise SchemaError(f"table {s.target_table!r} does not exist yet: run ingest without --metrics-only")
+        counts = None
+        if target is not None and key is not None:
+            counts = count_pending(conn, source, target, key, retries, metrics_only=s.metrics_only)
+        if s.metrics_only:
+            if counts and counts[1]:
+                resolve_encoder(s.model)  # its tokenizer counts tokens
+        elif counts is None or counts[1] > 0:
+            encoder = resolve_encoder(s.model)
+            ensure_vector_extension(conn)
+            target = ensure_target(conn, source, s.target, encoder.dimension, s.dtype)
+            claim_target(conn, target, source)
+            key = model_key(conn, target, identity)
+        assert target is not None and key is not None
+        if counts is None:
+            counts = count_pending(conn, source, target, key, retries)
+        null_ids = count_null_ids(conn, source)
+        return Prepared(source, target, key, counts[0], counts[1], null_ids)
