@@ -24,6 +24,7 @@ import pytest
 from benchmarks import workloads
 from benchmarks.measure import Database
 from embedlib.cli import benchmark as bench
+from embedlib.cli.machine import machine_info
 from embedlib.encode.base import encodes_concurrently
 from embedlib.run.executors import Executor, make_executor
 
@@ -115,7 +116,7 @@ def points() -> Iterator[list[bench.Point]]:
     measured: list[bench.Point] = []
     yield measured
     if measured:
-        bench.save(RESULTS, measured, bench.machine_info())
+        bench.save(RESULTS, measured, machine_info())
         print(f"\n{bench.table_of(measured)}\n\nsaved to {RESULTS}")
 
 

@@ -3,7 +3,12 @@
 Every one of them is a problem the user can fix (a typo, a missing table, a
 server that is down), so the CLI prints its message on one line and exits 2.
 Messages are lowercase, name the object with ``!r``, and never contain a
-password: DSNs are redacted before they reach an error (see ``db.redact``).
+password: DSNs are redacted before they reach an error (see ``redaction``).
+
+Each error also says, as attributes, what a program needs to act on it:
+``transient`` is True where the same call may work later unchanged (a
+database that stayed away longer than ``reconnect_s``, a service that kept
+failing), False where something must change first (an option, a table, a key).
 """
 
 from __future__ import annotations
@@ -14,9 +19,17 @@ class EmbedlibError(Exception):
 
     exit_code = 2
 
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
 
 class ConfigError(EmbedlibError):
     """An invalid option or setting."""
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option  # the setting at fault, where one is
 
 
 class DatabaseError(EmbedlibError):
@@ -33,7 +46,12 @@ class ModelError(EmbedlibError):
 
 class EncoderUnavailable(ModelError):
     """The encoder cannot work at all for now (a service down, a key refused): no text is to
-    blame, so the run stops instead of filing texts as failed (see failures.isolate_failures)."""
+    blame, so the run stops instead of filing texts as failed (see failures.isolate_failures).
+    ``status`` is the service's HTTP status where it gave one."""
+
+    def __init__(self, message: str, *, transient: bool = False, status: int | None = None) -> None:
+        super().__init__(message, transient=transient)
+        self.status = status
 
 
 def one_line(exc: BaseException) -> str:

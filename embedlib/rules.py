@@ -31,21 +31,28 @@ class Rule(Protocol):
 
 
 class _Plain:
-    """A rule whose text is the value itself: parsing never fails, and checking is all."""
+    """A rule is a test of a value (``accepts``) and a reading of text (``parse``); the rest follows."""
+
+    what = "a value"
+
+    def accepts(self, value: Any) -> bool:
+        return True
 
     def parse(self, text: str) -> Any:
         return text
 
-    def from_text(self, text: str) -> Any:
-        value = self.parse(text)
-        try:
-            self.check("value", value)
-        except ConfigError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-        return value
-
     def check(self, name: str, value: Any) -> None:
-        pass
+        if not self.accepts(value):
+            raise ConfigError(f"{name} must be {self.what}, got {value!r}", option=name)
+
+    def from_text(self, text: str) -> Any:
+        try:
+            value = self.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if not self.accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {self.what}, got {text!r}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -53,27 +60,17 @@ class Whole(_Plain):
     at_least: int = 1
 
     @property
-    def what(self) -> str:
+    def what(self) -> str:  # type: ignore[override]  # a class attribute in the base, computed here
         return f"a whole number >= {self.at_least}"
 
-    def check(self, name: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < self.at_least:
-            raise ConfigError(f"{name} must be {self.what}, got {value!r}")
+    def accepts(self, value: Any) -> bool:
+        return not isinstance(value, bool) and isinstance(value, int) and value >= self.at_least
 
     def parse(self, text: str) -> int:
         try:
             return int(text)
         except ValueError:
             raise ValueError(f"expected a whole number, got {text!r}") from None
-
-    def from_text(self, text: str) -> int:
-        try:
-            value = self.parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-        if value < self.at_least:
-            raise argparse.ArgumentTypeError(f"expected {self.what}, got {value}")
-        return value
 
 
 def is_amount(value: object) -> bool:
@@ -94,12 +91,11 @@ class Amount(_Plain):
     unit: str
 
     @property
-    def what(self) -> str:
+    def what(self) -> str:  # type: ignore[override]
         return f"a finite number of {self.unit} >= 0"
 
-    def check(self, name: str, value: Any) -> None:
-        if not is_amount(value):
-            raise ConfigError(f"{name} must be {self.what}, got {value!r}")
+    def accepts(self, value: Any) -> bool:
+        return is_amount(value)
 
     def parse(self, text: str) -> float:
         try:
@@ -107,24 +103,14 @@ class Amount(_Plain):
         except ValueError:
             raise ValueError(f"expected a number of {self.unit}, got {text!r}") from None
 
-    def from_text(self, text: str) -> float:
-        try:
-            value = self.parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-        if not is_amount(value):
-            raise argparse.ArgumentTypeError(f"expected {self.what}, got {text!r}")
-        return value
-
 
 class Name(_Plain):
     """A non-empty name: of a table, a column, an executor."""
 
     what = "a non-empty name"
 
-    def check(self, name: str, value: Any) -> None:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{name} must be {self.what}, got {value!r}")
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str) and bool(value)
 
 
 class Text(_Plain):
@@ -132,23 +118,19 @@ class Text(_Plain):
 
     what = "text"
 
-    def check(self, name: str, value: Any) -> None:
-        if not isinstance(value, str):
-            raise ConfigError(f"{name} must be {self.what}, got {type(value).__name__}")
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str)
 
 
 class Anything(_Plain):
     """Checked where it is used (a model: a name, a path, a URL or an encoder object)."""
 
-    what = "anything"
-
 
 class Flag(_Plain):
     what = "True or False"
 
-    def check(self, name: str, value: Any) -> None:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be {self.what}, got {value!r}")
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -157,9 +139,9 @@ class Choice(_Plain):
     noun: str  # what a choice is: "metric", "index method"
 
     @property
-    def what(self) -> str:
+    def what(self) -> str:  # type: ignore[override]
         return f"one of {', '.join(self.choices)}"
 
     def check(self, name: str, value: Any) -> None:
         if value not in self.choices:
-            raise ConfigError(f"unknown {self.noun} {value!r} (choose from: {', '.join(self.choices)})")
+            raise ConfigError(f"unknown {self.noun} {value!r} (choose from: {', '.join(self.choices)})", option=name)

@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from embedlib.cli import benchmark as bench
+    from embedlib.cli.machine import machine_info
 
     if args.encoder_latency_ms and args.model:
         raise ConfigError("--encoder-latency-ms encodes through a local stand-in service; drop --model")
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         on_point=show,
     )
-    machine = bench.machine_info(dsn) if args.json or args.save else {}
+    machine = machine_info(dsn) if args.json or args.save else {}
     if args.save:
         try:
             bench.save(args.save, points, machine)

@@ -24,9 +24,6 @@ import contextlib
 import dataclasses
 import functools
 import json
-import os
-import platform
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,9 +32,8 @@ from typing import Any
 
 from psycopg2 import sql
 
-import embedlib
 from embedlib.db.relations import find_relation
-from embedlib.db.session import connect, fetch_all, resolve_dsn
+from embedlib.db.session import connect, resolve_dsn
 from embedlib.encode.base import Encoder, encodes_concurrently
 from embedlib.options import DEFAULT_MODEL
 from embedlib.run.executors import AUTO, Executor, ProcessExecutor, make_executor
@@ -250,39 +246,6 @@ def table_of(points: Sequence[Point]) -> str:
             f"{ratio} | {expected} | {p.read_s:.2f} | {p.encode_s:.2f} | {p.write_s:.2f} |"
         )
     return "\n".join(lines)
-
-
-def machine_info(dsn: str | None = None) -> dict[str, Any]:
-    """What the figures were measured on."""
-    info: dict[str, Any] = {
-        "cpus": os.cpu_count(),
-        "cpu": _cpu_model(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "embedlib": embedlib.__version__,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    with contextlib.suppress(ImportError):
-        import torch
-
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-    if dsn is not None:
-        conn = connect(resolve_dsn(dsn))
-        try:
-            info["postgresql"] = fetch_all(conn, "SHOW server_version")[0][0]
-        finally:
-            conn.close()
-    return info
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def save(path: str | Path, points: Sequence[Point], machine: dict[str, Any]) -> None:

@@ -70,7 +70,9 @@ def connect(dsn: str, *, autocommit: bool = False) -> Connection:
     except psycopg2.ProgrammingError as exc:  # malformed DSN: its fragments are not shown
         raise DatabaseError(f"invalid database dsn: {redact(_without_quoted_words(one_line(exc)))}") from None
     except psycopg2.Error as exc:
-        raise DatabaseError(f"cannot connect to the database: {redact(one_line(exc))}") from None
+        # An OperationalError (refused, timed out, server starting) may pass; other refusals need a fix.
+        transient = isinstance(exc, psycopg2.OperationalError) and "authentication" not in str(exc)
+        raise DatabaseError(f"cannot connect to the database: {redact(one_line(exc))}", transient=transient) from None
     conn.autocommit = autocommit
     return conn
 
@@ -188,7 +190,8 @@ class Session:
         what = "met a deadlock or serialization failure" if rolled_back else "lost the database connection"
         raise DatabaseError(
             f"{what} {MAX_RETRIES_OF_A_UNIT} times in a row on the same work "
-            f"(last: {redact(one_line(cause), self._dsn) if cause else 'none'})"
+            f"(last: {redact(one_line(cause), self._dsn) if cause else 'none'})",
+            transient=True,
         )
 
     def close(self) -> None:
@@ -222,7 +225,8 @@ class Session:
                 if not backoff.sleep():
                     raise DatabaseError(
                         f"lost the database connection ({reason}) and could not reconnect "
-                        f"within {self._reconnect_s:g} s: {redact(one_line(exc), self._dsn)}"
+                        f"within {self._reconnect_s:g} s: {redact(one_line(exc), self._dsn)}",
+                        transient=not isinstance(exc, DatabaseError) or exc.transient,
                     ) from None
         if cause is not None:
             self.reconnects += 1

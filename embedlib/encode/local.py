@@ -24,9 +24,9 @@ class SentenceTransformerEncoder:
     One lock guards the model. Two reasons: the fast tokenizer is not
     re-entrant (concurrent calls raise ``RuntimeError: Already borrowed``),
     and torch already spreads one ``encode`` call over all cores, so
-    concurrent calls only oversubscribe them (measured 0.85-1.0x of a single
-    caller on 2 cores). Threads gain by overlapping database work with
-    encoding, not encoding with encoding.
+    concurrent calls only oversubscribe them (docs/performance.md#executors).
+    Threads gain by overlapping database work with encoding, not encoding
+    with encoding.
     """
 
     def __init__(self, name: str, model: Any) -> None:

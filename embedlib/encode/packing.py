@@ -1,14 +1,12 @@
 """A padding-free forward pass for BERT-style sentence-transformers models.
 
-Even batches of similar length carry padding: on the benchmarks' mixed-length
-text, 5.7% of the tokens the model computes on are padding. About 80% of the
-model's time is in its linear layers, which already run at the two cores' peak
-(170-185 GFLOPS in MKL's sgemm here, measured), so the only way to make them faster is to
-give them fewer rows. Here every linear layer, layer norm and activation runs
-on the real tokens of the batch only, packed one after another; attention,
-which needs the ``[batch, heads, length, length]`` layout, runs on the padded
-batch as before. The vectors are the same to the last bit on this machine
-(``benchmarks/packing.py`` measures both).
+Even batches of similar length carry padding. Most of the model's time is in
+its linear layers, which already run at the CPU's peak, so the only way to make
+them faster is to give them fewer rows. Here every linear layer, layer norm and
+activation runs on the real tokens of the batch only, packed one after another;
+attention, which needs the ``[batch, heads, length, length]`` layout, runs on
+the padded batch as before. The vectors are the model's own
+(``benchmarks/packing.py`` measures both; docs/performance.md has the figures).
 
 Only used for a model whose modules have the shape this code knows (BERT's:
 ``embeddings``, ``encoder.layer[i].attention.self.query`` ...), with absolute

@@ -51,8 +51,6 @@ every encoder; the rest of the batch is stored.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import http.client
 import json
 import os
@@ -67,6 +65,7 @@ import numpy as np
 
 from embedlib import redaction
 from embedlib.backoff import Backoff
+from embedlib.encode.replies import READ, parse_reply, service_fault, shown, vectors_of
 from embedlib.errors import EncoderUnavailable, ModelError
 
 log = redaction.get_logger(__name__)
@@ -79,8 +78,6 @@ _TIMEOUT_S = 60.0
 _RETRIED_STATUS = {408, 429, 500, 502, 503, 504}
 _SERVICE_STATUS = {401, 403, 404, 405}  # the key, the URL or the method is wrong: no text is to blame
 _BACKOFF_S = (0.5, 8.0)
-_SHOWN = 200  # characters of the service's own words kept in a message
-_READ = 1 << 16  # characters of them read, to be redacted before they are cut to _SHOWN
 
 
 def is_remote(model: object) -> bool:
@@ -190,7 +187,7 @@ class RemoteEncoder:
                     reply = response.read()
             except urllib.error.HTTPError as exc:
                 if 300 <= exc.code < 400:
-                    where = _shown(exc.headers.get("Location") or "elsewhere")
+                    where = shown(exc.headers.get("Location") or "elsewhere")
                     raise self._unavailable(
                         f"redirected the request (HTTP {exc.code}) to {where}; redirects are not followed "
                         "(the key would go along): give the service's own URL"
@@ -200,144 +197,42 @@ class RemoteEncoder:
                     message = (
                         f"the embeddings service {self.name!r} refused the request: HTTP {exc.code} {_reason(exc)}"
                     )
-                    raise refused(redaction.redact(message.rstrip())) from None
+                    raise refused(redaction.redact(message.rstrip()), status=exc.code) from None
                 why, asked = f"HTTP {exc.code} {_reason(exc)}".rstrip(), _retry_after(exc)
             except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
                 # HTTPException: not HTTP at all, or a body cut short (IncompleteRead)
                 if isinstance(exc, http.client.HTTPException) and not isinstance(exc, OSError):
-                    why = f"sent a broken reply ({type(exc).__name__}: {_shown(str(exc))})"
+                    why = f"sent a broken reply ({type(exc).__name__}: {shown(str(exc))})"
                 else:
-                    why = f"cannot reach it ({_shown(str(getattr(exc, 'reason', None) or exc))})"
+                    why = f"cannot reach it ({shown(str(getattr(exc, 'reason', None) or exc))})"
                 asked = None
             else:
-                return self._vectors(_parse(reply, content_type, self.name), len(texts))
+                return self._vectors(parse_reply(reply, content_type, self.name), len(texts))
             wait = backoff.next_wait(asked)
             if wait is None:
-                raise self._unavailable(f"failed for {retry_s:g} s: {why}") from None
+                raise service_fault(self.name, f"failed for {retry_s:g} s: {why}", transient=True) from None
             if warn:  # first contact retries quietly: its failure says it all in one line
                 log.warning("embeddings service %r: %s; retrying in %.1f s", self.name, why, wait)
             self.retries += 1
             time.sleep(wait)
 
     def _vectors(self, payload: object, expected: int) -> np.ndarray:
-        return _vectors(payload, expected, self.name, self._dimension)
+        return vectors_of(payload, expected, self.name, self._dimension)
 
     def _unavailable(self, what: str) -> EncoderUnavailable:
-        return _fault(self.name, what)
+        return service_fault(self.name, what)
 
 
 class _Refused(ModelError):
     """A request the service refused (400, 413, 422): perhaps for one of its texts."""
 
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 def _rebuild(model: str, max_inputs: int, retry_s: float, timeout_s: float) -> RemoteEncoder:
     return RemoteEncoder(model, max_inputs=max_inputs, retry_s=retry_s, timeout_s=timeout_s)
-
-
-def _parse(reply: bytes, content_type: str, name: str) -> object:
-    """The JSON of a 200's body, or the one line that says it is not JSON."""
-    try:
-        return json.loads(reply)
-    except (ValueError, RecursionError):  # RecursionError: JSON nested beyond Python's stack
-        pass
-    kind = content_type.split(";")[0].strip().lower() or "a body without a Content-Type"
-    what = f"JSON that does not parse ({kind})" if "json" in kind else f"{kind}, not JSON"
-    start = _shown(reply[:_READ].decode("utf-8", "replace"))
-    shown = f": {start!r}" if start else " (empty)"
-    raise _fault(name, f"sent {what}{shown}")
-
-
-def _fault(name: str, what: str) -> EncoderUnavailable:
-    """The service ``name`` cannot be used: ``what`` it did, redacted (it may quote the service)."""
-    return EncoderUnavailable(redaction.redact(f"the embeddings service {name!r} {what}"))
-
-
-def _vectors(payload: object, expected: int, name: str, dimension: int | None = None) -> np.ndarray:
-    """The vectors of an embeddings response, in input order, as one float32 array.
-
-    Raises ``EncoderUnavailable`` for a reply that is not ``expected``
-    vectors of one length (``dimension``, when given), each at an index of
-    its own: see the module's docstring.
-    """
-
-    def fault(what: str) -> EncoderUnavailable:
-        return _fault(name, f"sent {what}")
-
-    if not isinstance(payload, dict):
-        raise fault(f"JSON that is not an embeddings list (a {type(payload).__name__})")
-    items = payload.get("data")
-    if not isinstance(items, list):
-        error = payload.get("error")
-        if isinstance(error, dict):
-            error = error.get("message", error)
-        said = f": {_shown(str(error))}" if error else ""
-        raise fault(f"JSON that is not an embeddings list (no 'data' list){said}")
-    if len(items) != expected:
-        raise fault(f"{len(items)} vectors for {expected} texts")
-    if not all(isinstance(item, dict) and "embedding" in item for item in items):
-        raise fault("JSON that is not an embeddings list (an item without an 'embedding')")
-    indices = [item.get("index") for item in items]
-    if all(index is None for index in indices):
-        order = list(range(expected))  # no indices at all: the reply's order is all there is
-    elif sorted(index if _is_int(index) else -1 for index in indices) == list(range(expected)):
-        order = [int(index) for index in indices]
-    else:
-        raise fault(f"indices {_summary(indices)} for {expected} texts: each of 0..{expected - 1} must come once")
-    vectors: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * expected
-    for position, item in zip(order, items, strict=True):
-        try:
-            vectors[position] = _vector(item["embedding"])
-        except ValueError as exc:
-            raise fault(f"an embedding that is not {exc}") from None
-    lengths = sorted({len(vector) for vector in vectors})
-    if len(lengths) > 1:
-        raise fault(f"vectors of unequal lengths ({', '.join(map(str, lengths))}) in one reply")
-    if not lengths:
-        return np.zeros((0, dimension or 0), dtype=np.float32)
-    if not lengths[0]:
-        raise fault("empty vectors")
-    if dimension is not None and lengths[0] != dimension:
-        raise fault(f"vectors of {lengths[0]} dimensions, not {dimension} as at first: has its model changed?")
-    return np.stack(vectors)
-
-
-def _vector(embedding: object) -> np.ndarray:
-    """One vector: a list of numbers, or base64 of little-endian float32 (``encoding_format="base64"``).
-
-    Raises ValueError saying what it should have been.
-    """
-    if isinstance(embedding, str):
-        try:
-            raw = base64.b64decode(embedding, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("valid base64") from None
-        if len(raw) % 4:
-            raise ValueError(f"whole float32 values ({len(raw)} bytes of base64)")
-        return np.frombuffer(raw, dtype="<f4").astype(np.float32, copy=False)
-    if not isinstance(embedding, list):
-        raise ValueError(f"a list of numbers (a {type(embedding).__name__})")
-    try:
-        values = np.asarray(embedding) if embedding else np.empty(0)
-    except ValueError:  # ragged lists within it
-        values = np.empty((0, 0))
-    if values.ndim != 1 or values.dtype.kind not in "iuf":  # strings, null, booleans, lists: not numbers
-        raise ValueError("a list of numbers")
-    with np.errstate(over="ignore"):  # beyond float32: infinity, a row failures.unstorable_rows fails
-        return values.astype(np.float32)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _summary(indices: list[object]) -> str:
-    shown = ", ".join(_shown(repr(index))[:24] for index in indices[:8])
-    return f"[{shown}{', ...' if len(indices) > 8 else ''}]"
-
-
-def _shown(text: str) -> str:
-    """The service's own words on one short line, its secrets masked before it is cut (no half key is left)."""
-    return redaction.redact(" ".join(text[:_READ].split()))[:_SHOWN]
 
 
 def _retry_after(exc: urllib.error.HTTPError) -> float | None:
@@ -350,10 +245,10 @@ def _retry_after(exc: urllib.error.HTTPError) -> float | None:
 def _reason(exc: urllib.error.HTTPError) -> str:
     """The service's own message, on one short line, redacted."""
     try:
-        text = exc.read(_READ).decode("utf-8", "replace")
+        text = exc.read(READ).decode("utf-8", "replace")
         message = json.loads(text).get("error", text)
         if isinstance(message, dict):
             message = message.get("message", "")
     except (ValueError, OSError, AttributeError, RecursionError, http.client.HTTPException):
         message = exc.reason
-    return _shown(str(message))
+    return shown(str(message))

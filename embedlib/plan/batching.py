@@ -96,8 +96,8 @@ def budget_slices(costs: Sequence[int], budget: int) -> list[slice]:
 
     The model pads every text of a call to the longest, so that product is
     what a call computes on; smaller calls also stay in the CPU's caches
-    (measured here: 256-token texts encode 20% faster 8 at a time than 40 at
-    a time). A text over the budget on its own gets a call to itself.
+    (docs/performance.md has the figures, with ``benchmarks.compare model``).
+    A text over the budget on its own gets a call to itself.
     """
     slices = []
     start, longest = 0, 0

@@ -26,8 +26,9 @@ from embedlib.db.session import Connection, fetch_all, transaction
 from embedlib.encode.base import Encoder, resolve_encoder
 from embedlib.encode.failures import unstorable_rows
 from embedlib.encode.identity import model_identity, model_label
-from embedlib.errors import ConfigError, ModelError
+from embedlib.errors import ModelError
 from embedlib.query.index import check_metric
+from embedlib.rules import Whole
 from embedlib.source.reader import has_vectors
 from embedlib.store.provenance import model_key
 
@@ -56,23 +57,8 @@ def nearest(
     loaded only once the target is known to hold its vectors.
     """
     check_metric(metric)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"k must be a whole number >= 1, got {k!r}")
-    try:
-        identity = model_identity(model)  # a name's files are looked for (and fingerprinted)
-    except ModelError:
-        # A model that is not even installed: a target holding only other models' vectors is the
-        # first thing to say (the model is the wrong one, installed or not).
-        label = model_label(model)
-        if not has_vectors(conn, target, label):
-            check_model(conn, target, None, label)
-        raise
-    name = model_key(conn, target, identity, create=False)  # None: the target knows no such model
-    check_model(conn, target, name, identity.label)
-    vector = np.asarray(resolve_encoder(model).encode([query]), dtype=np.float32)[0]
-    unusable = unstorable_rows(vector[None, :], target.vector_type)
-    if unusable:
-        raise ModelError(f"the model's vector for the query {query[:80]!r} cannot be searched with: {unusable[0]}")
+    Whole(1).check("k", k)
+    name, vector = _embedded_query(conn, target, model, query)
     literal = "[" + ",".join(repr(float(x)) for x in vector) + "]"
     statement = sql.SQL(
         """
@@ -122,3 +108,25 @@ def check_model(conn: Connection, target: TargetTable, model: str | None, label:
     raise ModelError(
         f"{target.label!r} holds vectors of {stored}, not of {label!r}: search with the model that made them (--model)"
     )
+
+
+def _embedded_query(conn: Connection, target: TargetTable, model: str | Encoder, query: str) -> tuple[str, np.ndarray]:
+    """The name ``model``'s vectors are stored under in ``target``, and ``query`` embedded by it; refused
+    unless ``target`` holds that model's vectors."""
+    try:
+        identity = model_identity(model)  # a name's files are looked for (and fingerprinted)
+    except ModelError:
+        # A model that is not even installed: a target holding only other models' vectors is the
+        # first thing to say (the model is the wrong one, installed or not).
+        label = model_label(model)
+        if not has_vectors(conn, target, label):
+            check_model(conn, target, None, label)
+        raise
+    name = model_key(conn, target, identity, create=False)  # None: the target knows no such model
+    check_model(conn, target, name, identity.label)
+    assert name is not None  # check_model refuses a model the target holds no vectors of
+    vector = np.asarray(resolve_encoder(model).encode([query]), dtype=np.float32)[0]
+    unusable = unstorable_rows(vector[None, :], target.vector_type)
+    if unusable:
+        raise ModelError(f"the model's vector for the query {query[:80]!r} cannot be searched with: {unusable[0]}")
+    return name, vector

@@ -30,7 +30,8 @@ from embedlib.source.reader import Retries, count_given_up, duplicate_counts
 from embedlib.source.sharing import Sharing
 from embedlib.source.tables import inspect_source
 from embedlib.store.provenance import served_target
-from embedlib.store.sink import Sink, clear_resolved_errors, refresh_frequency, skip_blank
+from embedlib.store.sink import Sink
+from embedlib.store.upkeep import clear_resolved_errors, refresh_frequency, skip_blank
 
 log = get_logger(__name__)
 

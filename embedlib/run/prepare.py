@@ -14,7 +14,7 @@ from embedlib.source.reader import Retries, count_null_ids, count_pending
 from embedlib.source.tables import inspect_source
 from embedlib.store.provenance import claim_target, model_key, served_target
 from embedlib.store.schema import check_dtype, ensure_side_tables, ensure_target
-from embedlib.store.sink import clear_resolved_errors
+from embedlib.store.upkeep import clear_resolved_errors
 
 
 @dataclass(frozen=True)

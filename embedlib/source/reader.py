@@ -75,7 +75,7 @@ def _chunk_rows(target: TargetTable, chunk: sql.Composable, *, up_to_highest: bo
     failed ``%(max_attempts)s`` times already, or failed during this run
     (since ``%(run_started)s``), so a second pass does not retry it at once;
     or it was blank and skipped (``attempts`` 0: nothing to try, see
-    ``sink.skip_blank``), so it is not pending until its text changes.
+    ``store.upkeep.skip_blank``), so it is not pending until its text changes.
     """
     parts = {"chunk": chunk, "target": target.ident, "errors": target.errors.ident}
     rows = (

@@ -122,38 +122,8 @@ def ensure_target(
     if table is None:
         vector_type = VECTOR_TYPES[dtype or "float"]
         table = TargetTable(schema, name, source.id_type, dimension, side_table_stem(conn, schema, name), vector_type)
-        with conn.cursor() as cur:
-            cur.execute(
-                sql.SQL(
-                    """
-                    CREATE TABLE {target} (
-                        id {id_type} PRIMARY KEY,
-                        embedding {embedding_type} NOT NULL,
-                        model text NOT NULL,
-                        text_hash text NOT NULL,
-                        char_length integer NOT NULL,
-                        token_count integer,
-                        truncated boolean,
-                        norm real NOT NULL,
-                        frequency integer,
-                        embedded_at timestamptz NOT NULL DEFAULT now()
-                    )
-                    """
-                ).format(
-                    target=table.ident,
-                    id_type=sql.SQL(source.id_type),  # from format_type: already quoted
-                    embedding_type=sql.SQL(table.embedding_type),  # a VECTOR_TYPES value and an int
-                )
-            )
-            # Vector reuse and the frequency refresh look rows up by text hash; the
-            # refresh also finds rows whose frequency is not 1 (few) by the partial index.
-            # A btree, not a hash index: a hash index loaded faster from one connection
-            # but slower from two writers at once (docs/performance.md).
-            cur.execute(sql.SQL("CREATE INDEX ON {} (text_hash)").format(table.ident))
-            cur.execute(
-                sql.SQL("CREATE INDEX ON {} (text_hash) WHERE frequency IS DISTINCT FROM 1").format(table.ident)
-            )
-        ensure_side_tables(conn, table)  # an existing target's are checked before (Ingestor._prepare)
+        _create_target(conn, table)
+        ensure_side_tables(conn, table)  # an existing target's are checked before (run.prepare)
     elif table.dimension != dimension:
         conn.rollback()
         raise SchemaError(
@@ -168,6 +138,38 @@ def ensure_target(
             raise
     conn.commit()
     return table
+
+
+def _create_target(conn: Connection, table: TargetTable) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL(
+                """
+                CREATE TABLE {target} (
+                    id {id_type} PRIMARY KEY,
+                    embedding {embedding_type} NOT NULL,
+                    model text NOT NULL,
+                    text_hash text NOT NULL,
+                    char_length integer NOT NULL,
+                    token_count integer,
+                    truncated boolean,
+                    norm real NOT NULL,
+                    frequency integer,
+                    embedded_at timestamptz NOT NULL DEFAULT now()
+                )
+                """
+            ).format(
+                target=table.ident,
+                id_type=sql.SQL(table.id_type),  # from format_type: already quoted
+                embedding_type=sql.SQL(table.embedding_type),  # a VECTOR_TYPES value and an int
+            )
+        )
+        # Vector reuse and the frequency refresh look rows up by text hash; the
+        # refresh also finds rows whose frequency is not 1 (few) by the partial index.
+        # A btree, not a hash index: a hash index loaded faster from one connection
+        # but slower from two writers at once (docs/performance.md).
+        cur.execute(sql.SQL("CREATE INDEX ON {} (text_hash)").format(table.ident))
+        cur.execute(sql.SQL("CREATE INDEX ON {} (text_hash) WHERE frequency IS DISTINCT FROM 1").format(table.ident))
 
 
 # The tables beside a target: what each holds is in TargetTable's properties.

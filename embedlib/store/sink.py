@@ -7,7 +7,7 @@ so a run stopped at any moment leaves no half-written batch behind.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import psycopg2.errors
@@ -20,7 +20,6 @@ from embedlib.store.metrics import UNKNOWN_TOKENS, TextMetrics
 
 _STAGE = sql.Identifier("embedlib_stage")
 _METRICS_STAGE = sql.Identifier("embedlib_metrics_stage")
-_DUPLICATES = sql.Identifier("embedlib_duplicates")
 
 # Columns shared by both staging tables, in COPY order (id last: the only variable-width one).
 _METRIC_STAGE_COLUMNS = "text_hash text, char_length int4, token_count int4, truncated bool, id text"
@@ -229,78 +228,3 @@ def _metric_columns(text_hashes: Sequence[str] | np.ndarray, metrics: TextMetric
 
 # The errors table's record of a blank row: nothing was tried (attempts 0), and until its text
 # changes (text_hash) the row is not pending (see source._chunk_rows).
-SKIPPED_BLANK = "skipped: the text is NULL, empty or whitespace"
-
-
-def skip_blank(conn: Connection, target: TargetTable, ids: Sequence[str], text_hashes: Sequence[str]) -> None:
-    """Note rows whose text is blank as skipped, and remove the vectors they had (that text is gone). Commits."""
-    if not ids:
-        return
-    id_type = sql.SQL(target.id_type)
-    delete = sql.SQL("DELETE FROM {target} WHERE id = ANY (CAST(%s AS {id_type}[]))").format(
-        target=target.ident, id_type=id_type
-    )
-    record = sql.SQL(
-        """
-        INSERT INTO {errors} AS e (id, text_hash, error, attempts)
-        SELECT CAST(f.id AS {id_type}), f.text_hash, %s, 0 FROM unnest(%s::text[], %s::text[]) AS f(id, text_hash)
-        ON CONFLICT (id) DO UPDATE SET text_hash = EXCLUDED.text_hash, error = EXCLUDED.error, attempts = 0,
-            first_failed_at = now(), failed_at = now()
-        """
-    ).format(errors=target.errors.ident, id_type=id_type)
-    with transaction(conn), conn.cursor() as cur:
-        cur.execute(delete, (list(ids),))
-        cur.execute(record, (SKIPPED_BLANK, list(ids), list(text_hashes)))
-
-
-def clear_resolved_errors(conn: Connection, target: TargetTable) -> int:
-    """Drop error records of rows embedded since they failed (a retry that worked, or a new text).
-
-    Done at the start and end of a run rather than with every batch: the
-    errors table is small, and a record outliving its row by a run does no harm.
-    """
-    statement = sql.SQL(
-        "DELETE FROM {errors} e USING {target} t WHERE t.id = e.id AND t.embedded_at > e.failed_at"
-    ).format(errors=target.errors.ident, target=target.ident)
-    with conn.cursor() as cur:
-        cur.execute(statement)
-        return int(cur.rowcount)
-
-
-def refresh_frequency(conn: Connection, target: TargetTable, duplicates: Mapping[str, int]) -> int:
-    """Correct ``frequency`` where the source changed since it was written; returns rows changed.
-
-    Writes store each row's frequency (from ``source.duplicate_counts``, taken
-    at the start of the run); what can be stale are rows this run did not
-    write whose text gained or lost duplicates. Those are rows holding a
-    duplicated text, found through the text-hash index, and rows whose
-    frequency is not 1, found through a partial index: never a scan of the
-    whole target.
-    """
-    with transaction(conn), conn.cursor() as cur:  # one transaction: the temporary table lives until its commit
-        cur.execute(
-            sql.SQL("CREATE TEMP TABLE {} (text_hash text PRIMARY KEY, n int4) ON COMMIT DROP").format(_DUPLICATES)
-        )
-        data = copybin.payload(
-            [
-                copybin.fixed_text(list(duplicates), 32),
-                copybin.int4(np.fromiter(duplicates.values(), dtype=np.int64, count=len(duplicates))),
-            ]
-        )
-        cur.copy_expert(sql.SQL("COPY pg_temp.{} FROM STDIN (FORMAT binary)").format(_DUPLICATES), io.BytesIO(data))
-        cur.execute(sql.SQL("ANALYZE pg_temp.{}").format(_DUPLICATES))
-        cur.execute(
-            sql.SQL(
-                "UPDATE {target} t SET frequency = d.n FROM pg_temp.{duplicates} d "
-                "WHERE t.text_hash = d.text_hash AND t.frequency IS DISTINCT FROM d.n"
-            ).format(target=target.ident, duplicates=_DUPLICATES)
-        )
-        changed = cur.rowcount
-        cur.execute(
-            sql.SQL(
-                "UPDATE {target} t SET frequency = 1 WHERE t.frequency IS DISTINCT FROM 1 "
-                "AND NOT EXISTS (SELECT FROM pg_temp.{duplicates} d WHERE d.text_hash = t.text_hash)"
-            ).format(target=target.ident, duplicates=_DUPLICATES)
-        )
-        changed += cur.rowcount
-    return changed

@@ -15,6 +15,7 @@ import pytest
 
 from embedlib import Ingestor, ModelError
 from embedlib.encode import remote as remote_module
+from embedlib.encode import replies
 from embedlib.encode.remote import RemoteEncoder, remote_label
 from embedlib.errors import EncoderUnavailable
 from embedlib.testing import HashEncoder
@@ -40,9 +41,9 @@ def test_vectors_come_back_in_input_order_in_either_format(service):
         np.testing.assert_allclose(encoder.encode(TEXTS[:70]), expected, atol=1e-6)
     # Out-of-order items (the API gives each an index) are put back in order; with no index at all, as listed.
     shuffled = {"data": [{"index": 1, "embedding": [0.0, 1.0]}, {"index": 0, "embedding": [1.0, 0.0]}]}
-    np.testing.assert_array_equal(remote_module._vectors(shuffled, 2, "x"), [[1.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_array_equal(replies.vectors_of(shuffled, 2, "x"), [[1.0, 0.0], [0.0, 1.0]])
     unindexed = {"data": [{"embedding": [0.0, 1.0]}, {"embedding": [1, 0]}]}
-    np.testing.assert_array_equal(remote_module._vectors(unindexed, 2, "x", 2), [[0.0, 1.0], [1.0, 0.0]])
+    np.testing.assert_array_equal(replies.vectors_of(unindexed, 2, "x", 2), [[0.0, 1.0], [1.0, 0.0]])
     # A reply that is not the vectors asked for is the service's fault: the run stops (see test_service_faults).
     for payload, said in [
         ({"data": [{"index": 0, "embedding": [1.0]}]}, "sent 1 vectors for 2 texts"),
@@ -51,7 +52,7 @@ def test_vectors_come_back_in_input_order_in_either_format(service):
         (shuffled, "vectors of 2 dimensions, not 3 as at first"),
     ]:
         with pytest.raises(EncoderUnavailable, match=said):
-            remote_module._vectors(payload, 2, "x", 3 if "not 3" in said else None)
+            replies.vectors_of(payload, 2, "x", 3 if "not 3" in said else None)
 
 
 def test_requests_are_batched_and_carry_the_model_name_and_key(service, monkeypatch):
