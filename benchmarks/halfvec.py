@@ -49,7 +49,7 @@ def main() -> None:
 def measure_index(db: Database, table: str, options: dict[str, object]) -> tuple[int, float, int]:
     """The target's size, and the HNSW index's build seconds and size (bytes, seconds, bytes)."""
     target = f"{table}_embeddings"
-    report = Ingestor(db.dsn, table=table, **options).build_index("hnsw", "cosine")  # type: ignore[arg-type]
+    report = Ingestor(db.dsn, table=table, **options).build_index("hnsw", "cosine")
     table_bytes, index_bytes = fetch_all(
         db.conn,
         "SELECT pg_table_size(%s::regclass), pg_relation_size(%s::regclass)",

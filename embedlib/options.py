@@ -155,7 +155,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.table is None:
-            raise ConfigError("table must be given")
+            raise ConfigError("table must be given", option="table")
         for name, spec in OPTIONS.items():
             value = getattr(self, name)
             if value is not None:
@@ -167,10 +167,10 @@ class Settings:
         option names a variable; an unknown keyword is refused in one line."""
         unknown = sorted(set(given) - set(OPTIONS))
         if unknown:
-            raise ConfigError(f"unknown option {unknown[0]!r} (options: {', '.join(OPTIONS)})")
+            raise ConfigError(f"unknown option {unknown[0]!r} (options: {', '.join(OPTIONS)})", option=unknown[0])
         for name, spec in OPTIONS.items():
             if given.get(name) is None and spec.env:
-                given[name] = _from_env(name, spec)
+                given[name] = _from_env(spec)
         return cls(**{name: value for name, value in given.items() if value is not None})
 
     @property
@@ -182,9 +182,6 @@ class Settings:
     def target_table(self) -> str:
         return self.target or f"{self.table}_embeddings"
 
-    def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
-
 
 OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in dataclasses.fields(Settings)}
 
@@ -194,22 +191,26 @@ def default(name: str) -> Any:
     return next(f.default for f in dataclasses.fields(Settings) if f.name == name)
 
 
-def _from_env(name: str, spec: Option) -> Any:
+def _from_env(spec: Option) -> Any:
+    """The value of the first of ``spec.env`` that is set, checked by the option's rule."""
     for variable in spec.env:
         raw = os.environ.get(variable, "").strip()
         if raw:
             try:
-                return spec.rule.parse(raw)
-            except ValueError as exc:
-                raise ConfigError(f"{variable} must be {spec.rule.what}, got {raw!r} ({exc})") from None
+                value = spec.rule.parse(raw)
+            except ValueError:
+                value = None
+            if value is None or not spec.rule.accepts(value):
+                raise ConfigError(f"{variable} must be {spec.rule.what}, got {raw!r}")
+            return value
     return None
 
 
 def env_dsn() -> str | None:
     """The DSN named by the environment, or None for the embedded database."""
-    return _from_env("dsn", OPTIONS["dsn"])
+    return _from_env(OPTIONS["dsn"])
 
 
 def env_workers() -> int | None:
     """``EMBED_WORKERS`` as an int, or None when unset (each executor has its own default)."""
-    return _from_env("workers", OPTIONS["workers"])
+    return _from_env(OPTIONS["workers"])

@@ -23,6 +23,8 @@ class Rule(Protocol):
     def what(self) -> str:  # "a whole number >= 1"
         ...
 
+    def accepts(self, value: Any) -> bool: ...
+
     def check(self, name: str, value: Any) -> None: ...
 
     def parse(self, text: str) -> Any: ...
@@ -141,6 +143,9 @@ class Choice(_Plain):
     @property
     def what(self) -> str:  # type: ignore[override]
         return f"one of {', '.join(self.choices)}"
+
+    def accepts(self, value: Any) -> bool:
+        return value in self.choices
 
     def check(self, name: str, value: Any) -> None:
         if value not in self.choices:

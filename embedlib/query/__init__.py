@@ -1,1 +1,2 @@
-"""Using what is stored: vector indexes (``index``) and nearest-neighbour search (``search``)."""
+"""Using what is stored: vector indexes (``index``), nearest-neighbour search (``search``) and where a
+table stands (``status``)."""

@@ -19,6 +19,7 @@ from embedlib.options import AUTO, Settings
 from embedlib.plan.planner import PlanOptions
 from embedlib.query.index import IndexReport, build_index
 from embedlib.query.search import Match, nearest
+from embedlib.query.status import Status, status
 from embedlib.redaction import get_logger
 from embedlib.rules import Whole
 from embedlib.run.executors import Executor, Stages, make_executor
@@ -31,7 +32,7 @@ from embedlib.source.sharing import Sharing
 from embedlib.source.tables import inspect_source
 from embedlib.store.provenance import served_target
 from embedlib.store.sink import Sink
-from embedlib.store.upkeep import clear_resolved_errors, refresh_frequency, skip_blank
+from embedlib.store.upkeep import clear_resolved_errors, refresh_frequency, remove_orphans, skip_blank
 
 log = get_logger(__name__)
 
@@ -159,6 +160,11 @@ class Ingestor:
         def on_blank(ids: list[str], hashes: list[str]) -> None:
             session.run(lambda conn: skip_blank(conn, target, ids, hashes))
 
+        def on_covered(after: str | None, last: str | None) -> None:
+            started = time.perf_counter()
+            report.removed += session.run(lambda conn: remove_orphans(conn, prepared.source, target, after, last))
+            report.write_s += time.perf_counter() - started
+
         with _progress_bar(report.pending, enabled=s.progress and report.pending > 0) as bar:
             passes = Passes(
                 settings=s,
@@ -170,6 +176,7 @@ class Ingestor:
                 executor=self.executor,
                 stages=stages,
                 on_blank=on_blank,
+                on_covered=on_covered,
                 report=report,
                 stop=self._stop,
                 bar=bar,
@@ -193,6 +200,17 @@ class Ingestor:
         try:
             source, target = self._embedded_tables(conn)
             return nearest(conn, source, target, self.settings.model, query, k, metric or self.settings.metric)
+        finally:
+            conn.close()
+
+    def status(self) -> Status:
+        """Where the table stands for this Ingestor's model: rows embedded, pending, given up,
+        vectors of deleted rows, runs working on it now. Reads only; loads no model."""
+        s = self.settings
+        conn = connect(resolve_dsn(s.dsn), autocommit=True)
+        try:
+            source = inspect_source(conn, s.table, s.id_column, s.text_column)
+            return status(conn, source, s.target, s.model, s.max_attempts)
         finally:
             conn.close()
 

@@ -41,6 +41,7 @@ class Passes:
     executor: Executor
     stages: Stages[Batch, Any, BatchResult]
     on_blank: Callable[[list[str], list[str]], None]  # records the blank rows a pass meets
+    on_covered: Callable[[str | None, str | None], None]  # cleans up a stretch of ids the first pass read
     report: IngestReport
     stop: threading.Event
     bar: Any  # a tqdm progress bar
@@ -85,6 +86,7 @@ class Passes:
             limit=limit,
             metrics_only=self.settings.metrics_only,
             spans=spans,
+            on_covered=None if again else self.on_covered,
         )
         planner = Planner(
             self.session, prepared.target, prepared.model_key, self.duplicates, options, self.sharing, self.on_blank

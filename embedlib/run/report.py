@@ -41,6 +41,7 @@ class IngestReport:
     encoded: int = 0
     skipped: int = 0  # NULL, empty or blank text
     failed: int = 0  # rows whose text the model failed on (recorded in the errors table)
+    removed: int = 0  # vectors of rows deleted from the source, removed from the target
     given_up: int = 0  # rows left out: their text failed max_attempts times in earlier runs
     null_ids: int = 0  # rows left out: their id is NULL, so nothing can key their vector
     reconnects: int = 0  # database connections lost and made again during the run
@@ -97,6 +98,8 @@ class IngestReport:
                 f"  left out {self.given_up} rows whose text failed in earlier runs as often as allowed "
                 "(see the errors table; delete a row there to try it again)"
             )
+        if self.removed:
+            lines.append(f"  removed {self.removed} vectors of rows deleted from the source")
         if self.null_ids:
             lines.append(f"  left out {self.null_ids} rows whose id is NULL (give them ids to embed them)")
         if self.reconnects:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import io
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -212,8 +212,13 @@ class PendingReader:
         limit: int | None = None,
         metrics_only: bool = False,
         spans: Sequence[Span] | None = None,
+        on_covered: Callable[[str | None, str | None], None] | None = None,
     ) -> None:
+        """``on_covered(after, last)`` is told of each stretch of ids ``(after, last]`` a pass over
+        leased spans has read, the gaps before them and the tail past the last (``last`` None)
+        included: the run removes the vectors of rows deleted from the source there."""
         self._session = session
+        self._on_covered = on_covered
         self._model = model
         self._retries = retries
         self._sharing = sharing
@@ -246,6 +251,8 @@ class PendingReader:
             span = next(given, None) if given is not None else self._lease(after, size)
             if span is None:
                 self.seconds += time.perf_counter() - started
+                if given is None and self._on_covered is not None:
+                    self._on_covered(after, None)  # past the source's last id: nothing but deleted rows
                 return
             parameters = {
                 "model": self._model,
@@ -263,6 +270,8 @@ class PendingReader:
             if remaining is not None:  # blank rows cost nothing and count for nothing
                 window = _first_with_text(window, remaining)
                 remaining -= sum(not is_blank(row.text) for row in window)
+            if given is None and self._on_covered is not None:
+                self._on_covered(after, span[1])
             after, self.span = span[1], span
             if window:
                 yield window

@@ -191,3 +191,11 @@ def _one(cur: Any) -> tuple[Any, ...]:
     row = cur.fetchone()
     assert row is not None  # the query returns one row
     return tuple(row)
+
+
+def live_holders(conn: Connection, target: TargetTable) -> set[int]:
+    """The runs alive now that hold leases on ``target``."""
+    if not target.leases.exists(conn):
+        return set()
+    query = sql.SQL("SELECT DISTINCT holder FROM {} WHERE holder IN ({})").format(target.leases.ident, _LIVE_HOLDERS)
+    return {int(holder) for (holder,) in fetch_all(conn, query)}

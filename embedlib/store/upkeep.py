@@ -1,5 +1,6 @@
 """What keeps a target in order beside the writes: blank rows recorded as skipped, errors that
-a later run resolved cleared, and each text's frequency refreshed after a run."""
+a later run resolved cleared, each text's frequency refreshed after a run, and the vectors of
+rows deleted from the source removed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 from psycopg2 import sql
 
 from embedlib.db import copybin
-from embedlib.db.relations import TargetTable
+from embedlib.db.relations import SourceTable, TargetTable
 from embedlib.db.session import Connection, transaction
 
 _DUPLICATES = sql.Identifier("embedlib_duplicates")
@@ -91,3 +92,37 @@ def refresh_frequency(conn: Connection, target: TargetTable, duplicates: Mapping
         )
         changed += cur.rowcount
     return changed
+
+
+def remove_orphans(
+    conn: Connection, source: SourceTable, target: TargetTable, after: str | None, last: str | None
+) -> int:
+    """Remove the vectors (and error records) of rows deleted from the source, among the ids in
+    ``(after, last]`` (None: no bound on that side). Vectors removed. Commits.
+
+    A run calls it for every span it reads, the gaps between them and the tail
+    past the last one included, so a full run leaves no vector without its row.
+    """
+    id_column, id_type = sql.Identifier(source.id_column), sql.SQL(source.id_type)  # format_type: quoted already
+
+    def within(column: sql.Composable) -> sql.Composable:
+        bounds: list[sql.Composable] = [sql.SQL("TRUE")]
+        if after is not None:
+            bounds.append(sql.SQL("{} > CAST(%(after)s AS {})").format(column, id_type))
+        if last is not None:
+            bounds.append(sql.SQL("{} <= CAST(%(last)s AS {})").format(column, id_type))
+        return sql.SQL(" AND ").join(bounds)
+
+    # The source's side bounded too: the planner then reads both ranges once, never the whole source.
+    gone = sql.SQL("{x_within} AND NOT EXISTS (SELECT FROM {source} s WHERE s.{id} = x.id AND {s_within})").format(
+        x_within=within(sql.SQL("x.id")),
+        source=source.ident,
+        id=id_column,
+        s_within=within(sql.SQL("s.{}").format(id_column)),
+    )
+    parameters = {"after": after, "last": last}
+    with transaction(conn), conn.cursor() as cur:
+        cur.execute(sql.SQL("DELETE FROM {} x WHERE {}").format(target.ident, gone), parameters)
+        removed = cur.rowcount
+        cur.execute(sql.SQL("DELETE FROM {} x WHERE {}").format(target.errors.ident, gone), parameters)
+    return removed

@@ -1,0 +1,93 @@
+"""Where a table stands: what is embedded, what is pending, what failed, who is working on it.
+
+Read-only: it loads no model (a model's identity is a digest of its files,
+see ``encode.identity``) and writes nothing, so it can run beside ingests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from psycopg2 import sql
+
+from embedlib.db.relations import SourceTable, TargetTable
+from embedlib.db.session import Connection, fetch_all
+from embedlib.encode.identity import model_identity
+from embedlib.source.reader import Retries, count_given_up, count_null_ids, count_pending, rows_of
+from embedlib.source.sharing import live_holders
+from embedlib.store.provenance import model_key, served_target
+
+
+@dataclass(frozen=True)
+class Status:
+    table: str
+    target: str | None  # None: not made yet (no run has embedded anything)
+    model: str  # the name the model's vectors are stored under
+    rows: int  # source rows with an id
+    embedded: int  # rows whose vector is this model's, for their current text
+    pending: int  # rows a run would work on (exact): no vector, a changed text, another model
+    pending_with_text: int  # of those, rows with text to encode (the others are blank)
+    given_up: int  # rows left out after max_attempts failures of their current text
+    null_ids: int  # rows left out: no id to key a vector by
+    orphans: int  # vectors of rows deleted from the source, removed by the next run
+    other_models: int  # vectors of other models in the target
+    runs: int  # runs holding leases on the target now
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        if self.target is None:
+            return f"{self.table}: {self.rows} rows, none embedded yet (no target): {self.pending} pending"
+        lines = [
+            f"{self.table} -> {self.target} ({self.model})",
+            f"  rows {self.rows}, embedded {self.embedded}, pending {self.pending} "
+            f"({self.pending_with_text} with text)",
+            f"  given up {self.given_up}, NULL ids {self.null_ids}, vectors of deleted rows {self.orphans}",
+            f"  vectors of other models {self.other_models}, runs working on it now {self.runs}",
+        ]
+        return "\n".join(lines)
+
+
+def status(conn: Connection, source: SourceTable, target_name: str | None, model: Any, max_attempts: int) -> Status:
+    """The status of ``source`` and its target for ``model`` (a name, path, URL or encoder)."""
+    target = served_target(conn, source, target_name)
+    identity = model_identity(model)
+    rows = _count(conn, sql.SQL("SELECT count(*) FROM {}").format(rows_of(source)))
+    null_ids = count_null_ids(conn, source)
+    if target is None:
+        return Status(source.label, None, identity.label, rows, 0, rows, rows, 0, null_ids, 0, 0, 0)
+    key = model_key(conn, target, identity, create=False) or identity.label
+    retries = Retries(max_attempts, fetch_all(conn, "SELECT now()")[0][0])
+    pending, with_text = count_pending(conn, source, target, key, retries)
+    return Status(
+        table=source.label,
+        target=target.label,
+        model=key,
+        rows=rows,
+        embedded=_embedded(conn, source, target, key),
+        pending=pending,
+        pending_with_text=with_text,
+        given_up=count_given_up(conn, source, target, retries),
+        null_ids=null_ids,
+        orphans=_orphans(conn, source, target),
+        other_models=_count(conn, sql.SQL("SELECT count(*) FROM {} WHERE model <> %s").format(target.ident), key),
+        runs=len(live_holders(conn, target)),
+    )
+
+
+def _count(conn: Connection, query: sql.Composable, *params: Any) -> int:
+    return int(fetch_all(conn, query, params or None)[0][0])
+
+
+def _embedded(conn: Connection, source: SourceTable, target: TargetTable, key: str) -> int:
+    query = sql.SQL(
+        "SELECT count(*) FROM {rows} s JOIN {target} t ON t.id = s.id WHERE t.model = %s AND t.text_hash = md5(s.text)"
+    ).format(rows=rows_of(source), target=target.ident)
+    return _count(conn, query, key)
+
+
+def _orphans(conn: Connection, source: SourceTable, target: TargetTable) -> int:
+    query = sql.SQL("SELECT count(*) FROM {target} t WHERE NOT EXISTS (SELECT FROM {source} s WHERE s.{id} = t.id)")
+    return _count(conn, query.format(target=target.ident, source=source.ident, id=sql.Identifier(source.id_column)))
