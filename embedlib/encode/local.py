@@ -6,7 +6,6 @@ import copy
 import functools
 import logging
 import os
-import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -125,12 +124,3 @@ def _quiet_transformers() -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
-
-
-def limit_torch_threads(threads: int) -> None:
-    """Cap the threads torch computes on in this process, now or when it is imported later."""
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[variable] = str(threads)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)

@@ -31,7 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from embedlib.encode.local import limit_torch_threads
+from embedlib.encode.torch_threads import limit_torch_threads
 from embedlib.errors import ConfigError
 from embedlib.run.executors.base import Stages, Step, T
 from embedlib.run.executors.pipeline import PipelinedExecutor

@@ -116,7 +116,7 @@ class _ComputeActor:
     """Lives in a Ray worker process: one compute step (one model), made at each run's start."""
 
     def __init__(self, torch_threads: int, gpu: bool) -> None:
-        from embedlib.encode.local import limit_torch_threads
+        from embedlib.encode.torch_threads import limit_torch_threads
 
         limit_torch_threads(torch_threads)
         if gpu:
@@ -125,7 +125,7 @@ class _ComputeActor:
         self._step: Step[Any, Any] | None = None
 
     def start_run(self, make_step: Callable[[], Step[Any, Any]]) -> None:
-        from embedlib.encode.local import limit_torch_threads
+        from embedlib.encode.torch_threads import limit_torch_threads
 
         if self._step is not None:
             self._step.close()
