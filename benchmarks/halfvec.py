@@ -5,7 +5,7 @@ size of ROWS (default 100,000) rows of 384 dimensions stored with
 ``dtype="float"`` and ``dtype="half"``. The vectors come from the fast
 HashEncoder, so the load measures the database path, and the sizes and
 build times are those of the real model's width; recall needs the real
-model's vectors, and is measured in ``tests/test_search.py``
+model's vectors, and is measured in ``tests/query/test_search.py``
 (``pytest -s -k halfvec``).
 """
 

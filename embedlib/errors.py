@@ -23,6 +23,10 @@ class EmbedlibError(Exception):
         super().__init__(message)
         self.transient = transient
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # With its attributes: an error raised in a worker process or a Ray actor comes back whole.
+        return _restore, (type(self), str(self), dict(self.__dict__))
+
 
 class ConfigError(EmbedlibError):
     """An invalid option or setting."""
@@ -52,6 +56,13 @@ class EncoderUnavailable(ModelError):
     def __init__(self, message: str, *, transient: bool = False, status: int | None = None) -> None:
         super().__init__(message, transient=transient)
         self.status = status
+
+
+def _restore(cls: type[EmbedlibError], message: str, attributes: dict[str, object]) -> EmbedlibError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(attributes)
+    return error
 
 
 def one_line(exc: BaseException) -> str:

@@ -95,6 +95,7 @@ class Settings:
         Text(),
         "the Ray cluster for --executor ray (default: $RAY_ADDRESS, else a local Ray instance)",
         flag="--ray-address",
+        env=("RAY_ADDRESS",),
         metavar="ADDRESS",
     )
     autoscale: bool = option(
@@ -169,7 +170,7 @@ class Settings:
         if unknown:
             raise ConfigError(f"unknown option {unknown[0]!r} (options: {', '.join(OPTIONS)})", option=unknown[0])
         for name, spec in OPTIONS.items():
-            if given.get(name) is None and spec.env:
+            if spec.env and given.get(name) in (None, ""):  # an empty --dsn "" is not a DSN either
                 given[name] = _from_env(spec)
         return cls(**{name: value for name, value in given.items() if value is not None})
 
@@ -201,7 +202,7 @@ def _from_env(spec: Option) -> Any:
             except ValueError:
                 value = None
             if value is None or not spec.rule.accepts(value):
-                raise ConfigError(f"{variable} must be {spec.rule.what}, got {raw!r}")
+                raise ConfigError(f"{variable} must be {spec.rule.what}, got {raw!r}", option=variable)
             return value
     return None
 

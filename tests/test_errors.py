@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from embedlib.db.session import connect
@@ -45,3 +47,16 @@ def test_a_service_failing_is_transient_a_key_refused_is_not_and_both_give_the_s
         with pytest.raises(ModelError) as wrong:
             encoder.encode(["a"])
         assert getattr(wrong.value, "status", None) == 400 and not isinstance(wrong.value, EncoderUnavailable)
+
+
+def test_errors_keep_their_attributes_through_a_process_boundary():
+    """Errors raised in a worker process or a Ray actor come back pickled, and must come back whole."""
+    for error in (
+        EncoderUnavailable("the service is down", transient=True, status=503),
+        ConfigError("batch_size must be a whole number >= 1, got 0", option="batch_size"),
+        DatabaseError("cannot connect", transient=True),
+    ):
+        back = pickle.loads(pickle.dumps(error))
+        assert (type(back), str(back), back.__dict__) == (type(error), str(error), error.__dict__)
+    refused = remote_module._Refused("refused: HTTP 400", status=400)  # the one a text may be blamed for
+    assert pickle.loads(pickle.dumps(refused)).status == 400

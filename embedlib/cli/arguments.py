@@ -20,15 +20,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {redaction.redact(message)} (see {self.prog} --help)\n")
 
 
-def positive_int(text: str) -> int:
-    return Whole(1).from_text(text)
-
-
-def int_at_least(text: str, lowest: int) -> int:
-    return Whole(lowest).from_text(text)
-
-
-seconds = Amount("seconds").from_text
+positive_int = Whole(1).from_text
 milliseconds = Amount("milliseconds").from_text
 
 

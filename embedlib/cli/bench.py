@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from embedlib.cli.arguments import Parents, dsn_of, milliseconds, positive_int
+from embedlib.cli.arguments import Parents, add_option, dsn_of, milliseconds, positive_int
 from embedlib.errors import ConfigError, one_line
 from embedlib.options import DEFAULT_MODEL
 from embedlib.run.executors import AUTO, EXECUTORS
@@ -21,7 +21,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: Parents) -> None:
     )
     bench.add_argument("batch_size", type=positive_int, help="texts per batch")
     bench.add_argument("max_workers", type=positive_int, help="the most workers to measure")
-    bench.add_argument("--executor", choices=[AUTO, *EXECUTORS], default=AUTO, help="(default: %(default)s)")
+    add_option(bench, "executor", choices=[AUTO, *EXECUTORS], help="(default: %(default)s)")
     bench.add_argument(
         "--db-latency-ms",
         type=milliseconds,
@@ -37,7 +37,8 @@ def add_parser(commands: argparse._SubParsersAction, parents: Parents) -> None:
         metavar="MS",
         help="encode through a local OpenAI-compatible service that takes MS per request",
     )
-    bench.add_argument("--model", help=f"model name, path or service URL (default: {DEFAULT_MODEL})")
+    # No default here: the db-latency regime encodes with a fast stand-in unless a model is named.
+    add_option(bench, "model", default=None, help=f"model name, path or service URL (default: {DEFAULT_MODEL})")
     bench.add_argument("--limit", type=positive_int, help="embed at most this many rows per run")
     bench.add_argument("--save", metavar="PATH", help="also save the figures and machine info as JSON to PATH")
     bench.add_argument("--json", action="store_true", help="print the figures as one JSON object on stdout")

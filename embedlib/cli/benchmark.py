@@ -171,7 +171,7 @@ def point_of(report: IngestReport, regime: Regime) -> Point:
 
 
 def drop_scratch(dsn: str, source: Source, target: str) -> None:
-    """Drop a scratch target and the tables beside it (named after it: see schema.side_table_stem)."""
+    """Drop a scratch target and the tables beside it (named after it: see store.schema.side_table_stem)."""
     conn = connect(dsn, autocommit=True)
     try:
         schema = inspect_source(conn, source.table, source.id_column, source.text_column).schema

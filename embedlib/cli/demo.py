@@ -12,7 +12,6 @@ import argparse
 import json
 
 from embedlib.cli.arguments import Parents, dsn_of
-from embedlib.options import env_workers
 
 DEMO_TABLE = "embedlib_demo"
 
@@ -30,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
         dsn=dsn_of(args),
         model=args.model,
         executor=args.executor,
-        workers=args.workers if args.workers is not None else env_workers(),
+        workers=args.workers,
+        ray_address=args.ray_address,
         query=args.query,
         progress=not args.quiet and not args.json,
         as_json=args.json,
@@ -38,7 +38,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_demo(
-    *, dsn: str | None, model: str, executor: str, workers: int | None, query: str, progress: bool, as_json: bool
+    *,
+    dsn: str | None,
+    model: str,
+    executor: str,
+    workers: int | None,
+    ray_address: str | None,
+    query: str,
+    progress: bool,
+    as_json: bool,
 ) -> int:
     from embedlib.db.relations import find_relation
     from embedlib.db.session import connect, resolve_dsn
@@ -56,7 +64,13 @@ def run_demo(
             if not as_json:
                 print(f"loaded {loaded} sample sentences into {DEMO_TABLE}")
         report = Ingestor(
-            dsn, table=DEMO_TABLE, model=model, executor=executor, workers=workers, progress=progress
+            dsn,
+            table=DEMO_TABLE,
+            model=model,
+            executor=executor,
+            workers=workers,
+            ray_address=ray_address,
+            progress=progress,
         ).run()
         source = inspect_source(conn, DEMO_TABLE, "id", "text")
         target = existing_target(conn, source, None)

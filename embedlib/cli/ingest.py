@@ -31,7 +31,8 @@ def add_parser(commands: argparse._SubParsersAction, parents: Parents) -> None:
         parents=[parents.database, parents.running, parents.source, parents.target],
         help="embed the rows of a table that need it",
     )
-    ingest.add_argument("batch_size", nargs="?", type=positive_int, help=OPTIONS["batch_size"].help)
+    batch_help = OPTIONS["batch_size"].help % {"default": default("batch_size")}  # the positional's default is None
+    ingest.add_argument("batch_size", nargs="?", type=positive_int, help=batch_help)
     ingest.add_argument("--batch-size", dest="batch_size_option", type=positive_int, help="same as BATCH_SIZE")
     for name in INGEST_FLAGS:
         add_option(ingest, name, dest=name)

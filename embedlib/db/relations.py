@@ -72,12 +72,12 @@ class TargetTable(Relation):
 
     @property
     def leases(self) -> Relation:
-        """Id ranges leased by running ingestors (see claims)."""
+        """Id ranges leased by running ingestors (see source.sharing)."""
         return Relation(self.schema, f"{self.stem}_leases")
 
     @property
     def claims(self) -> Relation:
-        """Texts claimed by running ingestors (see claims)."""
+        """Texts claimed by running ingestors (see source.sharing)."""
         return Relation(self.schema, f"{self.stem}_claims")
 
     @property

@@ -58,6 +58,20 @@ def redact(text: str, dsn: str | None = None) -> str:
     return redaction_redact(text)
 
 
+# What libpq says of a server that is not there yet, or is full or restarting: the same call may work
+# later. Anything else (a wrong password, database or role, no pg_hba.conf entry) needs a fix first.
+_PASSING = (
+    "connection refused",
+    "timeout expired",
+    "could not connect",
+    "is starting up",
+    "is shutting down",
+    "too many clients",
+    "server closed the connection",
+    "no route to host",
+)
+
+
 def connect(dsn: str, *, autocommit: bool = False) -> Connection:
     """Open a connection, or raise a DatabaseError whose message names no password.
 
@@ -70,8 +84,7 @@ def connect(dsn: str, *, autocommit: bool = False) -> Connection:
     except psycopg2.ProgrammingError as exc:  # malformed DSN: its fragments are not shown
         raise DatabaseError(f"invalid database dsn: {redact(_without_quoted_words(one_line(exc)))}") from None
     except psycopg2.Error as exc:
-        # An OperationalError (refused, timed out, server starting) may pass; other refusals need a fix.
-        transient = isinstance(exc, psycopg2.OperationalError) and "authentication" not in str(exc)
+        transient = any(sign in str(exc).lower() for sign in _PASSING)
         raise DatabaseError(f"cannot connect to the database: {redact(one_line(exc))}", transient=transient) from None
     conn.autocommit = autocommit
     return conn

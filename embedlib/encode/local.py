@@ -44,10 +44,9 @@ class SentenceTransformerEncoder:
 
         ``preprocess`` + ``forward`` is what ``SentenceTransformer.encode`` does
         per batch, without its per-call sorting and conversions: the same
-        vectors, 8% faster on batches of a few long texts here. For a BERT-style
-        model the forward skips the padding (``packing``), 3% faster again on
-        mixed-length text. A model with a default prompt goes through
-        ``encode``, which adds the prompt.
+        vectors, in less time (docs/performance.md has the figures). For a
+        BERT-style model the forward skips the padding (``packing``). A model
+        with a default prompt goes through ``encode``, which adds the prompt.
         """
         import torch
 

@@ -116,7 +116,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 class RemoteEncoder:
     """Texts in, vectors out, through an OpenAI-compatible ``/embeddings`` endpoint. Thread-safe."""
 
-    concurrent = True  # encode calls may run at once: see executors.make_executor
+    concurrent = True  # encode calls may run at once: see run.executors.make_executor
 
     def __init__(
         self,
@@ -198,19 +198,21 @@ class RemoteEncoder:
                         f"the embeddings service {self.name!r} refused the request: HTTP {exc.code} {_reason(exc)}"
                     )
                     raise refused(redaction.redact(message.rstrip()), status=exc.code) from None
-                why, asked = f"HTTP {exc.code} {_reason(exc)}".rstrip(), _retry_after(exc)
+                why, asked, status = f"HTTP {exc.code} {_reason(exc)}".rstrip(), _retry_after(exc), exc.code
             except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
                 # HTTPException: not HTTP at all, or a body cut short (IncompleteRead)
                 if isinstance(exc, http.client.HTTPException) and not isinstance(exc, OSError):
                     why = f"sent a broken reply ({type(exc).__name__}: {shown(str(exc))})"
                 else:
                     why = f"cannot reach it ({shown(str(getattr(exc, 'reason', None) or exc))})"
-                asked = None
+                asked, status = None, None
             else:
                 return self._vectors(parse_reply(reply, content_type, self.name), len(texts))
             wait = backoff.next_wait(asked)
             if wait is None:
-                raise service_fault(self.name, f"failed for {retry_s:g} s: {why}", transient=True) from None
+                raise service_fault(
+                    self.name, f"failed for {retry_s:g} s: {why}", transient=True, status=status
+                ) from None
             if warn:  # first contact retries quietly: its failure says it all in one line
                 log.warning("embeddings service %r: %s; retrying in %.1f s", self.name, why, wait)
             self.retries += 1
@@ -226,7 +228,7 @@ class RemoteEncoder:
 class _Refused(ModelError):
     """A request the service refused (400, 413, 422): perhaps for one of its texts."""
 
-    def __init__(self, message: str, *, status: int) -> None:
+    def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
 

@@ -32,9 +32,10 @@ def parse_reply(reply: bytes, content_type: str, name: str) -> object:
     raise service_fault(name, f"sent {what}{quoted}")
 
 
-def service_fault(name: str, what: str, *, transient: bool = False) -> EncoderUnavailable:
+def service_fault(name: str, what: str, *, transient: bool = False, status: int | None = None) -> EncoderUnavailable:
     """The service ``name`` cannot be used: ``what`` it did, redacted (it may quote the service)."""
-    return EncoderUnavailable(redaction.redact(f"the embeddings service {name!r} {what}"), transient=transient)
+    message = redaction.redact(f"the embeddings service {name!r} {what}")
+    return EncoderUnavailable(message, transient=transient, status=status)
 
 
 def vectors_of(payload: object, expected: int, name: str, dimension: int | None = None) -> np.ndarray:
@@ -116,8 +117,8 @@ def _is_int(value: object) -> bool:
 
 
 def _summary(indices: list[object]) -> str:
-    shown = ", ".join(shown(repr(index))[:24] for index in indices[:8])
-    return f"[{shown}{', ...' if len(indices) > 8 else ''}]"
+    listed = ", ".join(shown(repr(index))[:24] for index in indices[:8])
+    return f"[{listed}{', ...' if len(indices) > 8 else ''}]"
 
 
 def shown(text: str) -> str:

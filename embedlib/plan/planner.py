@@ -9,7 +9,7 @@ For each window the planner
   earlier run for another row, costs no encoding;
 - defers the rows of a text that this run has sent to the encoder but whose
   vector is not committed yet (still in flight), or that another run sharing
-  the table has claimed (see claims): they stay pending, and the Ingestor's
+  the table has claimed (see ``source.sharing``): they stay pending, and the run's
   next pass over their window reuses the vector;
 - counts tokens with the model's tokenizer, then sorts what is left by
   token count and cuts it into batches.

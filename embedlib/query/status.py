@@ -54,17 +54,19 @@ def status(conn: Connection, source: SourceTable, target_name: str | None, model
     """The status of ``source`` and its target for ``model`` (a name, path, URL or encoder)."""
     target = served_target(conn, source, target_name)
     identity = model_identity(model)
-    rows = _count(conn, sql.SQL("SELECT count(*) FROM {}").format(rows_of(source)))
+    counted = sql.SQL("SELECT count(*), count(*) FILTER (WHERE s.text ~ '[^[:space:]]') FROM {} s")
+    rows, with_text = (int(n) for n in fetch_all(conn, counted.format(rows_of(source)))[0])
     null_ids = count_null_ids(conn, source)
     if target is None:
-        return Status(source.label, None, identity.label, rows, 0, rows, rows, 0, null_ids, 0, 0, 0)
-    key = model_key(conn, target, identity, create=False) or identity.label
+        return Status(source.label, None, identity.label, rows, 0, rows, with_text, 0, null_ids, 0, 0, 0)
+    # None: the target holds no vector of this model (its label may be another model's): "" matches none.
+    key = model_key(conn, target, identity, create=False) or ""
     retries = Retries(max_attempts, fetch_all(conn, "SELECT now()")[0][0])
     pending, with_text = count_pending(conn, source, target, key, retries)
     return Status(
         table=source.label,
         target=target.label,
-        model=key,
+        model=key or identity.label,
         rows=rows,
         embedded=_embedded(conn, source, target, key),
         pending=pending,

@@ -46,19 +46,24 @@ class Ingestor:
     ``model``, ``workers``, ``reconnect_s``, ``dtype``, ...), each documented
     there and in docs/guide.md; an unknown one is refused. ``dsn`` defaults to
     ``EMBEDLIB_DSN``, then ``DATABASE_URL``, then the embedded server.
-    ``executor`` is a name from ``executors.EXECUTORS`` (``"auto"`` is the
+    ``executor`` is a name from ``run.executors.EXECUTORS`` (``"auto"`` is the
     pipelined one) or an Executor instance, which stays the caller's (a
     process pool kept warm between runs, say); one made by name is shut down
     after each run.
     """
 
     def __init__(self, dsn: str | None = None, *, table: str, executor: str | Executor = AUTO, **options: Any) -> None:
+        if not isinstance(executor, (str, Executor)):
+            raise ConfigError(f"executor must be a name or an Executor, got {executor!r}", option="executor")
         named = executor if isinstance(executor, str) else executor.name
         self.settings = s = Settings.resolve(dsn=dsn, table=table, executor=named, **options)
         self._owns_executor = not isinstance(executor, Executor)
         if isinstance(executor, Executor):
             if s.autoscale:
-                raise ConfigError("autoscale is for executors made by name; pass ThreadedExecutor(n, autoscale=True)")
+                raise ConfigError(
+                    "autoscale is for executors made by name; pass ThreadedExecutor(n, autoscale=True)",
+                    option="autoscale",
+                )
             self.executor = executor
         else:
             self.executor = make_executor(
@@ -67,7 +72,6 @@ class Ingestor:
                 concurrent_encoder=encodes_concurrently(s.model),
                 autoscale=s.autoscale,
                 ray_address=s.ray_address,
-                size_of=_rows,
             )
         self._stop = threading.Event()
 
@@ -160,10 +164,12 @@ class Ingestor:
         def on_blank(ids: list[str], hashes: list[str]) -> None:
             session.run(lambda conn: skip_blank(conn, target, ids, hashes))
 
+        removal_s: list[float] = []  # on the reader's thread: added to the report after the passes
+
         def on_covered(after: str | None, last: str | None) -> None:
             started = time.perf_counter()
             report.removed += session.run(lambda conn: remove_orphans(conn, prepared.source, target, after, last))
-            report.write_s += time.perf_counter() - started
+            removal_s.append(time.perf_counter() - started)
 
         with _progress_bar(report.pending, enabled=s.progress and report.pending > 0) as bar:
             passes = Passes(
@@ -182,6 +188,7 @@ class Ingestor:
                 bar=bar,
             )
             passes.run(options, limit)
+        report.write_s += sum(removal_s)
         refresh_started = time.perf_counter()
         session.run(lambda conn: refresh_frequency(conn, target, duplicates))
         session.run(lambda conn: clear_resolved_errors(conn, target))
@@ -253,10 +260,6 @@ def _writer(
     """A writer thread's step, with its own connection (made here, in the thread, at its first batch)."""
     sink = Sink(dsn, target, model_key, reconnect_s=reconnect_s)
     return WriteStep(sink, encoder, errors_label=target.errors.label, on_failed=sharing.release_texts)
-
-
-def _rows(result: BatchResult) -> int:
-    return result.rows
 
 
 def _progress_bar(total: int, *, enabled: bool) -> Any:

@@ -37,7 +37,7 @@ class Passes:
     prepared: Prepared
     sharing: Sharing
     retries: Retries
-    duplicates: dict[str, int]  # source.duplicate_counts
+    duplicates: dict[str, int]  # source.reader.duplicate_counts
     executor: Executor
     stages: Stages[Batch, Any, BatchResult]
     on_blank: Callable[[list[str], list[str]], None]  # records the blank rows a pass meets

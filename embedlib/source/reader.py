@@ -2,7 +2,7 @@
 
 Rows are read in id order, one span of the source's unique index at a time
 (``id BETWEEN first AND last``, never OFFSET), each span leased first so
-that runs sharing the table read different rows (see claims). Each span
+that runs sharing the table read different rows (see ``sharing``). Each span
 looks its rows up in the target by primary key, so a query costs the same
 whether the target holds ten rows or ten million, memory does not grow with
 the table, and a run stopped half-way loses nothing: "needs work" is decided

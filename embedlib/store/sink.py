@@ -225,6 +225,3 @@ def _metric_columns(text_hashes: Sequence[str] | np.ndarray, metrics: TextMetric
         copybin.boolean(metrics.truncated),
     ]
 
-
-# The errors table's record of a blank row: nothing was tried (attempts 0), and until its text
-# changes (text_hash) the row is not pending (see source._chunk_rows).

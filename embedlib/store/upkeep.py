@@ -17,6 +17,8 @@ from embedlib.db.session import Connection, transaction
 _DUPLICATES = sql.Identifier("embedlib_duplicates")
 
 
+# The errors table's record of a blank row: nothing was tried (attempts 0), and until its text
+# changes (text_hash) the row is not pending (see source.reader._chunk_rows).
 SKIPPED_BLANK = "skipped: the text is NULL, empty or whitespace"
 
 
@@ -58,7 +60,7 @@ def clear_resolved_errors(conn: Connection, target: TargetTable) -> int:
 def refresh_frequency(conn: Connection, target: TargetTable, duplicates: Mapping[str, int]) -> int:
     """Correct ``frequency`` where the source changed since it was written; returns rows changed.
 
-    Writes store each row's frequency (from ``source.duplicate_counts``, taken
+    Writes store each row's frequency (from ``source.reader.duplicate_counts``, taken
     at the start of the run); what can be stale are rows this run did not
     write whose text gained or lost duplicates. Those are rows holding a
     duplicated text, found through the text-hash index, and rows whose

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from embedlib.errors import ConfigError
@@ -38,28 +37,27 @@ def make_executor(
     concurrent_encoder: bool = False,
     autoscale: bool = False,
     ray_address: str | None = None,
-    size_of: Callable[[Any], int] | None = None,
 ) -> Executor:
     """An executor by name: one of ``EXECUTORS``, or ``"auto"`` (see ``AUTO_EXECUTOR``).
 
     ``workers`` is what each executor runs in parallel (writer threads,
     threads or processes); None means that executor's default. With
     ``autoscale``, ``workers`` is the most the threaded executor may use
-    (see ``run.autoscale``), weighing each result with ``size_of``; other
-    executors do not scale. ``ray_address`` is the Ray executor's cluster.
+    (see ``run.autoscale``); other executors do not scale. ``ray_address`` is the Ray executor's cluster.
     """
     if name == AUTO:
         name = (ThreadedExecutor if autoscale else AUTO_EXECUTOR).name
     try:
         cls = EXECUTORS[name]
     except KeyError:
-        raise ConfigError(f"unknown executor {name!r} (choose from: {', '.join([AUTO, *EXECUTORS])})") from None
+        choices = ", ".join([AUTO, *EXECUTORS])
+        raise ConfigError(f"unknown executor {name!r} (choose from: {choices})", option="executor") from None
     options: dict[str, Any] = {}
     if autoscale:
         if cls is not ThreadedExecutor:
-            raise ConfigError(f"autoscale works with the threaded executor, not {name!r}")
+            raise ConfigError(f"autoscale works with the threaded executor, not {name!r}", option="autoscale")
         workers = AUTOSCALE_MAX_WORKERS if workers is None else workers
-        options = {"autoscale": True, **({"size_of": size_of} if size_of else {})}
+        options["autoscale"] = True
     elif cls is PipelinedExecutor:
         options["concurrent_compute"] = concurrent_encoder
     elif cls is RayExecutor:

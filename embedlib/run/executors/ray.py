@@ -14,10 +14,11 @@ Each actor asks for one CPU, or ``num_gpus`` GPUs where the cluster has them
 caps torch at ``cores / workers`` threads on its node.
 
 Without an address it starts (or joins) a local Ray instance in this
-process; ``address`` (else ``$RAY_ADDRESS``, Ray's own variable) joins a
-cluster (``ray start --head`` on one machine, ``ray start --address ...`` on
-the others; each needs embedlib and the model installed). Ray is an optional
-extra: ``pip install 'embedlib[ray]'``.
+process; ``address`` joins a cluster made with ``ray start --head`` on one
+machine and ``ray start --address ...`` on the others, each with embedlib
+and the model installed. The Ingestor and the command line take the address
+from ``ray_address`` (``--ray-address``, else ``$RAY_ADDRESS``). Ray is an
+optional extra: ``pip install 'embedlib[ray]'``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class RayExecutor(PipelinedExecutor):
 
     def __init__(self, workers: int = 2, *, address: str | None = None, num_gpus: float = 0.0, depth: int = 4) -> None:
         super().__init__(workers, depth=depth, concurrent_compute=True)  # one compute thread per actor
-        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.address = address or None
         self.num_gpus = num_gpus
         self._actors: list[Any] = []
         self._free: list[Any] = []  # actors not driven by a compute thread in the current run

@@ -33,12 +33,13 @@ class ThreadedExecutor(Executor):
     name = "threaded"
 
     def __init__(
-        self, workers: int = 2, *, autoscale: bool = False, size_of: Callable[[Any], int] = lambda result: 1
+        self, workers: int = 2, *, autoscale: bool = False, size_of: Callable[[Any], int] | None = None
     ) -> None:
-        """``size_of`` weighs a result for the autoscaler (rows in a batch, say); 1 each by default."""
+        """``size_of`` weighs a result for the autoscaler; by default a result's ``rows`` if it has
+        them (a batch written), else 1."""
         super().__init__(workers)
         self.autoscale = autoscale
-        self._size_of = size_of
+        self._size_of = size_of or _rows_or_one
         self._autoscaler: Autoscaler | None = None  # the last run's, when autoscaling
 
     def stats(self) -> ExecutorStats:
@@ -77,3 +78,7 @@ class ThreadedExecutor(Executor):
         finally:
             pool.shutdown(wait=True)  # items already running finish (and commit)
             close_all(made)
+
+
+def _rows_or_one(result: Any) -> int:
+    return int(getattr(result, "rows", 1))
