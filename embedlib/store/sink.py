@@ -224,4 +224,3 @@ def _metric_columns(text_hashes: Sequence[str] | np.ndarray, metrics: TextMetric
         copybin.int4(metrics.token_count),
         copybin.boolean(metrics.truncated),
     ]
-
