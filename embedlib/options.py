@@ -153,6 +153,14 @@ class Settings:
         "cosine", Choice(METRICS, "metric"), "the index's metric (default: %(default)s)", flag="--metric"
     )
     progress: bool = option(False, Flag(), "show a progress bar")
+    # Following a table (``--follow``): how long to wait between runs. Each run scans the source.
+    poll_interval_s: float = option(
+        5.0,
+        Amount("seconds"),
+        "with --follow: seconds between looks at the table for changes; each look scans it (default: %(default)g)",
+        flag="--poll-interval",
+        metavar="SECONDS",
+    )
 
     def __post_init__(self) -> None:
         if self.table is None:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from typing import TYPE_CHECKING
 
 from embedlib.cli.arguments import Parents, add_option, positive_int
 from embedlib.cli.signals import SIGNALS
 from embedlib.errors import ConfigError
 from embedlib.options import OPTIONS, default
+
+if TYPE_CHECKING:
+    from embedlib.run.report import IngestReport
 
 # The settings ``embedlib ingest`` takes as flags of its own, beside the shared groups (see arguments.parents).
 INGEST_FLAGS = (
@@ -20,6 +26,7 @@ INGEST_FLAGS = (
     "metric",
     "dtype",
     "metrics_only",
+    "poll_interval_s",
 )
 # Settings that come from the shared groups, under the same names.
 SHARED = ("dsn", "table", "text_column", "id_column", "target", "model", "executor", "workers", "ray_address")
@@ -37,6 +44,12 @@ def add_parser(commands: argparse._SubParsersAction, parents: Parents) -> None:
     for name in INGEST_FLAGS:
         add_option(ingest, name, dest=name)
     ingest.add_argument("--limit", type=positive_int, help="process at most this many pending rows")
+    ingest.add_argument(
+        "--follow",
+        action="store_true",
+        help="after the pending rows, keep the table in step until Ctrl-C or SIGTERM: look for inserts, "
+        "updates and deletes every --poll-interval seconds, with the model loaded",
+    )
     ingest.set_defaults(handler=run)
 
 
@@ -45,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size and args.batch_size_option and args.batch_size != args.batch_size_option:
         raise ConfigError("BATCH_SIZE and --batch-size disagree; give one")
+    if args.follow and args.limit:
+        raise ConfigError("--follow keeps every row in step; it takes no --limit")
     settings = {name: getattr(args, name) for name in (*SHARED, *INGEST_FLAGS)}
     ingestor = Ingestor(
         **settings,
@@ -52,6 +67,19 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet and not args.json,
     )
     with SIGNALS.stopping_gracefully(ingestor.stop):
-        report = ingestor.run(limit=args.limit)
+        if args.follow:
+            report = ingestor.follow(on_cycle=None if args.quiet or args.json else _show_cycle)
+        else:
+            report = ingestor.run(limit=args.limit)
     print(report.to_json() if args.json else report.summary())
     return 128 + SIGNALS.received[0] if SIGNALS.received else 0
+
+
+def _show_cycle(report: IngestReport) -> None:
+    """One line on stderr per run of a follower that changed something."""
+    print(
+        f"embedlib: {time.strftime('%H:%M:%S')} embedded {report.rows} rows ({report.encoded} encoded), "
+        f"removed {report.removed}, skipped {report.skipped}, failed {report.failed}",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg2
@@ -23,6 +23,7 @@ from embedlib.query.status import Status, status
 from embedlib.redaction import get_logger
 from embedlib.rules import Whole
 from embedlib.run.executors import Executor, Stages, make_executor
+from embedlib.run.follow import follow
 from embedlib.run.passes import Passes
 from embedlib.run.prepare import Prepared, prepare
 from embedlib.run.report import BatchResult, IngestReport
@@ -85,6 +86,25 @@ class Ingestor:
         """Process up to ``limit`` pending rows (all by default) and report what happened."""
         if limit is not None:
             Whole(1).check("limit", limit)
+        try:
+            return self._run_once(limit)
+        finally:
+            self._stop.clear()  # the next run starts afresh
+            if self._owns_executor:
+                self.executor.shutdown()
+
+    def follow(self, on_cycle: Callable[[IngestReport], None] | None = None) -> IngestReport:
+        """Embed what is pending, then keep the table in step: look again every ``poll_interval_s``
+        and embed what changed (inserts, updates, deletes), with the model loaded, until ``stop()``.
+        ``on_cycle`` is given the report of every run that did something. Returns the sum of them."""
+        try:
+            return follow(lambda: self._run_once(None), self._stop, self.settings.poll_interval_s, on_cycle)
+        finally:
+            self._stop.clear()
+            if self._owns_executor:
+                self.executor.shutdown()
+
+    def _run_once(self, limit: int | None) -> IngestReport:
         started = time.perf_counter()
         s = self.settings
         dsn = resolve_dsn(s.dsn)
@@ -105,13 +125,10 @@ class Ingestor:
             if self.settings.index and not report.stopped:
                 report.index = self._build_index(dsn, prepared.target, self.settings.index, s.metric).name
         finally:
-            self._stop.clear()  # the next run starts afresh
             if shared:
                 with contextlib.suppress(EmbedlibError, psycopg2.Error):  # gone with the connection anyway
                     session.run(sharing.release)
             session.close()
-            if self._owns_executor:
-                self.executor.shutdown()
         report.seconds = time.perf_counter() - started
         return report
 

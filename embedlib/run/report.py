@@ -60,6 +60,19 @@ class IngestReport:
         working = self.seconds - self.setup_s
         return self.rows / working if working > 0 else 0.0
 
+    @property
+    def did_something(self) -> bool:
+        return bool(self.rows or self.removed or self.failed or self.skipped)
+
+    def merge(self, later: IngestReport) -> None:
+        """Add a later run's counts and times to this report (following a table: one report in all)."""
+        for name in ("rows", "encoded", "skipped", "failed", "removed", "reconnects"):
+            setattr(self, name, getattr(self, name) + getattr(later, name))
+        for name in ("seconds", "setup_s", "read_s", "encode_s", "write_s"):
+            setattr(self, name, getattr(self, name) + getattr(later, name))
+        self.pending, self.given_up, self.null_ids = later.pending, later.given_up, later.null_ids
+        self.stopped = later.stopped
+
     def add(self, batch: BatchResult) -> None:
         """Count one finished batch."""
         self.rows += batch.rows
