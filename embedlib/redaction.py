@@ -38,10 +38,12 @@ SECRET_ENV_VARS = ("PGPASSWORD", "EMBEDLIB_API_KEY", "OPENAI_API_KEY")
 DSN_ENV_VARS = ("EMBEDLIB_DSN", "DATABASE_URL")
 
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<secret>\S*)(?=@)", re.I)
-_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'?|[^\s&]+)", re.I)
+# A quoted value runs to its closing quote, and on to the next space: what is glued to it (''0000)
+# is the same malformed token, and a piece of the same password.
+_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'?[^\s&]*|[^\s&]+)", re.I)
 # In a DSN only (never in other text, where "password authentication" is no secret): whatever
 # follows "password", with or without its "=" (a DSN missing it is malformed, not harmless).
-_LOOSE_KEYWORD_PASSWORD = re.compile(r"\bpassword\s*=?\s*('(?:[^'\\]|\\.)*'?|\S+)", re.I)
+_LOOSE_KEYWORD_PASSWORD = re.compile(r"\bpassword\s*=?\s*('(?:[^'\\]|\\.)*'?\S*|\S+)", re.I)
 _BEARER = re.compile(r"(?P<head>\bbearer\s+)(?P<secret>[^\s\"',;]+)", re.I)
 _URL = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>.*)@(?P<rest>[^@]*)$", re.I | re.S)
 

@@ -429,6 +429,7 @@ def test_no_password_is_shown_by_the_command_in_a_process_of_its_own(password, e
 @given(password=PASSWORDS, before=st.text(max_size=10), after=st.text(max_size=10))
 @example(password=NASTY, before="", after="")
 @example(password="&secret\\1", before="", after="")  # keyword raw: libpq reads "&secret1"
+@example(password="''0000", before="", after="")  # a quoted empty value with the rest glued to it
 def test_redact_hides_the_password_of_every_dsn_form(password, before, after):
     for form, dsn in dsn_forms(password).items():
         with fresh_secrets(), environment():
