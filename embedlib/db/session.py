@@ -126,6 +126,11 @@ def fetch_all(conn: Connection, query: sql.Composable | str, params: Any = None)
         return cur.fetchall()
 
 
+def server_time(conn: Connection) -> Any:
+    """The server's clock, now: what times stored by the server are compared with."""
+    return fetch_all(conn, "SELECT now()")[0][0]
+
+
 def connection_lost(exc: BaseException, conn: Connection | None) -> bool:
     """Whether ``exc`` means the connection is gone (so the work may be retried on a new one).
 

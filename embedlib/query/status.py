@@ -12,11 +12,12 @@ from typing import Any
 from psycopg2 import sql
 
 from embedlib.db.relations import SourceTable, TargetTable
-from embedlib.db.session import Connection, fetch_all
+from embedlib.db.session import Connection, fetch_all, server_time
 from embedlib.encode.identity import model_identity
-from embedlib.source.reader import Retries, count_given_up, count_null_ids, count_pending, rows_of
+from embedlib.source.reader import Retries, count_given_up, count_null_ids, count_pending, count_rows, rows_of
 from embedlib.source.sharing import live_holders
 from embedlib.store.provenance import model_key, served_target
+from embedlib.store.upkeep import deleted_rows
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,13 @@ def status(conn: Connection, source: SourceTable, target_name: str | None, model
     """The status of ``source`` and its target for ``model`` (a name, path, URL or encoder)."""
     target = served_target(conn, source, target_name)
     identity = model_identity(model)
-    counted = sql.SQL("SELECT count(*), count(*) FILTER (WHERE s.text ~ '[^[:space:]]') FROM {} s")
-    rows, with_text = (int(n) for n in fetch_all(conn, counted.format(rows_of(source)))[0])
+    rows, with_text = count_rows(conn, source)
     null_ids = count_null_ids(conn, source)
     if target is None:
         return Status(source.label, None, identity.label, rows, 0, rows, with_text, 0, null_ids, 0, 0, 0)
     # None: the target holds no vector of this model (its label may be another model's): "" matches none.
     key = model_key(conn, target, identity, create=False) or ""
-    retries = Retries(max_attempts, fetch_all(conn, "SELECT now()")[0][0])
+    retries = Retries(max_attempts, server_time(conn))
     pending, with_text = count_pending(conn, source, target, key, retries)
     return Status(
         table=source.label,
@@ -91,5 +91,4 @@ def _embedded(conn: Connection, source: SourceTable, target: TargetTable, key: s
 
 
 def _orphans(conn: Connection, source: SourceTable, target: TargetTable) -> int:
-    query = sql.SQL("SELECT count(*) FROM {target} t WHERE NOT EXISTS (SELECT FROM {source} s WHERE s.{id} = t.id)")
-    return _count(conn, query.format(target=target.ident, source=source.ident, id=sql.Identifier(source.id_column)))
+    return _count(conn, sql.SQL("SELECT count(*) FROM {} x WHERE {}").format(target.ident, deleted_rows(source)))

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg2
 
 from embedlib.db.relations import SourceTable, TargetTable
-from embedlib.db.session import Connection, Session, check_connection_room, connect, fetch_all, resolve_dsn
+from embedlib.db.session import Connection, Session, check_connection_room, connect, resolve_dsn, server_time
 from embedlib.encode.base import Encoder, encodes_concurrently, resolve_encoder
 from embedlib.errors import ConfigError, EmbedlibError, SchemaError
 from embedlib.options import AUTO, Settings
@@ -115,7 +115,7 @@ class Ingestor:
         try:
             # One connection reads, and each writer holds one for the whole run.
             session.run(lambda conn: check_connection_room(conn, self.executor.workers))
-            retries = Retries(s.max_attempts, session.run(_server_time))
+            retries = Retries(s.max_attempts, session.run(server_time))
             prepared = session.run(lambda conn: prepare(conn, s, retries))
             sharing.start(prepared.source, prepared.target, prepared.model_key)
             shared = True
@@ -283,10 +283,6 @@ def _progress_bar(total: int, *, enabled: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="row", disable=not enabled, dynamic_ncols=True, smoothing=0.1)
-
-
-def _server_time(conn: Connection) -> Any:
-    return fetch_all(conn, "SELECT now()")[0][0]
 
 
 __all__: Sequence[str] = ["Ingestor"]

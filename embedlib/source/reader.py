@@ -123,6 +123,15 @@ def count_pending(
     return int(pending), int(with_text)
 
 
+def count_rows(conn: Connection, source: SourceTable) -> tuple[int, int]:
+    """The source's rows with an id, and how many of them hold text (the others are blank)."""
+    query = sql.SQL("SELECT count(*), count(*) FILTER (WHERE {text}) FROM {rows} s").format(
+        text=_NOT_BLANK, rows=rows_of(source)
+    )
+    rows, with_text = fetch_all(conn, query)[0]
+    return int(rows), int(with_text)
+
+
 def count_null_ids(conn: Connection, source: SourceTable) -> int:
     """Rows whose id is NULL (a UNIQUE column may hold many): nothing can key their vectors."""
     if not source.id_nullable:

@@ -105,26 +105,32 @@ def remove_orphans(
     A run calls it for every span it reads, the gaps between them and the tail
     past the last one included, so a full run leaves no vector without its row.
     """
-    id_column, id_type = sql.Identifier(source.id_column), sql.SQL(source.id_type)  # format_type: quoted already
-
-    def within(column: sql.Composable) -> sql.Composable:
-        bounds: list[sql.Composable] = [sql.SQL("TRUE")]
-        if after is not None:
-            bounds.append(sql.SQL("{} > CAST(%(after)s AS {})").format(column, id_type))
-        if last is not None:
-            bounds.append(sql.SQL("{} <= CAST(%(last)s AS {})").format(column, id_type))
-        return sql.SQL(" AND ").join(bounds)
-
-    # The source's side bounded too: the planner then reads both ranges once, never the whole source.
-    gone = sql.SQL("{x_within} AND NOT EXISTS (SELECT FROM {source} s WHERE s.{id} = x.id AND {s_within})").format(
-        x_within=within(sql.SQL("x.id")),
-        source=source.ident,
-        id=id_column,
-        s_within=within(sql.SQL("s.{}").format(id_column)),
-    )
+    gone = deleted_rows(source, bounded_after=after is not None, bounded_last=last is not None)
     parameters = {"after": after, "last": last}
     with transaction(conn), conn.cursor() as cur:
         cur.execute(sql.SQL("DELETE FROM {} x WHERE {}").format(target.ident, gone), parameters)
         removed = cur.rowcount
         cur.execute(sql.SQL("DELETE FROM {} x WHERE {}").format(target.errors.ident, gone), parameters)
     return removed
+
+
+def deleted_rows(source: SourceTable, *, bounded_after: bool = False, bounded_last: bool = False) -> sql.Composable:
+    """The condition on rows ``x`` of a target (or its errors table) whose id the source no longer
+    holds; with bounds, among ids ``> %(after)s`` and ``<= %(last)s`` only."""
+    id_column, id_type = sql.Identifier(source.id_column), sql.SQL(source.id_type)  # format_type: quoted already
+
+    def within(column: sql.Composable) -> sql.Composable:
+        bounds: list[sql.Composable] = [sql.SQL("TRUE")]
+        if bounded_after:
+            bounds.append(sql.SQL("{} > CAST(%(after)s AS {})").format(column, id_type))
+        if bounded_last:
+            bounds.append(sql.SQL("{} <= CAST(%(last)s AS {})").format(column, id_type))
+        return sql.SQL(" AND ").join(bounds)
+
+    # The source's side bounded too: the planner then reads both ranges once, never the whole source.
+    return sql.SQL("{x_within} AND NOT EXISTS (SELECT FROM {source} s WHERE s.{id} = x.id AND {s_within})").format(
+        x_within=within(sql.SQL("x.id")),
+        source=source.ident,
+        id=id_column,
+        s_within=within(sql.SQL("s.{}").format(id_column)),
+    )
