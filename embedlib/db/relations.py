@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from psycopg2 import sql
 
+from embedlib.db.queue import ChangeQueue
 from embedlib.db.session import Connection, fetch_all, qualified
 from embedlib.errors import SchemaError
 from embedlib.options import VECTOR_TYPES
@@ -84,6 +85,11 @@ class TargetTable(Relation):
     def meta(self) -> Relation:
         """What the target serves: its source and columns, and the models its vectors come from."""
         return Relation(self.schema, f"{self.stem}_meta")
+
+    @property
+    def queue(self) -> ChangeQueue:
+        """The ids of source rows changed since they were embedded, on a tracked table (store.tracking)."""
+        return ChangeQueue(Relation(self.schema, f"{self.stem}_queue"), self.id_type)
 
 
 def check_percent(name: str, what: str) -> None:

@@ -30,6 +30,7 @@ class Batch:
     vectors: np.ndarray | None = None  # stored vectors reused for ``texts``; None: encode them
     new_rows: bool = False  # no row of the batch was in the target when read: a plain COPY can insert them
     token_counts: np.ndarray | None = None  # one per distinct text, when the planner counted them
+    seqs: list[int] | None = None  # one per row, on a tracked table: its change queue entry's (see db.queue)
 
     @property
     def rows(self) -> int:
@@ -50,6 +51,7 @@ class TextGroup:
     ids: list[str]
     stored: bool  # some row holding it has a target row already
     token_count: int | None = None  # from the model's tokenizer, once counted
+    seqs: list[int] | None = None  # one per id, for rows read from a change queue
 
 
 def group_by_text(rows: list[PendingRow]) -> list[TextGroup]:
@@ -59,10 +61,13 @@ def group_by_text(rows: list[PendingRow]) -> list[TextGroup]:
         assert row.text is not None and row.text_hash is not None, "blank rows are filtered before batching"
         group = groups.get(row.text_hash)
         if group is None:
-            groups[row.text_hash] = TextGroup(row.text_hash, row.text, [row.id], row.stored)
+            seqs = None if row.seq is None else [row.seq]
+            groups[row.text_hash] = TextGroup(row.text_hash, row.text, [row.id], row.stored, seqs=seqs)
         else:
             group.ids.append(row.id)
             group.stored = group.stored or row.stored
+            if group.seqs is not None and row.seq is not None:
+                group.seqs.append(row.seq)
     return list(groups.values())
 
 
@@ -114,9 +119,12 @@ def budget_slices(costs: Sequence[int], budget: int) -> list[slice]:
 def batch_of(groups: list[TextGroup], frequencies: Mapping[str, int], vectors: np.ndarray | None = None) -> Batch:
     ids: list[str] = []
     index: list[int] = []
+    seqs: list[int] | None = [] if groups and all(g.seqs is not None for g in groups) else None
     for position, group in enumerate(groups):
         ids.extend(group.ids)
         index.extend([position] * len(group.ids))
+        if seqs is not None and group.seqs is not None:
+            seqs.extend(group.seqs)
     counted = all(g.token_count is not None for g in groups)
     return Batch(
         texts=[g.text for g in groups],
@@ -127,4 +135,5 @@ def batch_of(groups: list[TextGroup], frequencies: Mapping[str, int], vectors: n
         vectors=vectors,
         new_rows=not any(g.stored for g in groups),
         token_counts=np.array([g.token_count for g in groups], dtype=np.int64) if counted and groups else None,
+        seqs=seqs,
     )

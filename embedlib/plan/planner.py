@@ -26,6 +26,7 @@ import numpy as np
 from embedlib.db.relations import TargetTable
 from embedlib.db.session import Session
 from embedlib.plan.batching import Batch, TextGroup, batch_of, group_by_text, make_batches
+from embedlib.source.changes import QueueReader
 from embedlib.source.reader import PendingReader, Span, has_vectors, stored_vectors
 from embedlib.source.rows import PendingRow, is_blank
 from embedlib.source.sharing import Sharing
@@ -41,13 +42,16 @@ class PlanOptions:
     metrics_only: bool = False
     defer_in_flight: bool = True  # False in later passes: this run's own batches are all written
     respect_claims: bool = True  # False: encode texts other runs claimed too (after waiting too long for them)
+    # True: claim every text before encoding it, not only those the source holds more than once (a
+    # tracked table's runs know no counts of the source, and several may read its queue at once).
+    claim_every_text: bool = False
     # How many texts sent to the encoder are remembered: enough to cover every
     # batch in flight (a window's worth and the executor's queues) several times.
     recent_hashes: int = 50_000
 
 
 class Planner:
-    """Plans the batches of one pass over a ``PendingReader``.
+    """Plans the batches of one pass over a ``PendingReader`` (or a ``changes.QueueReader``).
 
     After the pass: ``skipped`` blank rows, ``deferred`` rows left for a
     later pass, which reads ``deferred_spans``.
@@ -61,9 +65,9 @@ class Planner:
         frequencies: Mapping[str, int],
         options: PlanOptions,
         sharing: Sharing,
-        on_blank: Callable[[list[str], list[str]], None],
+        on_blank: Callable[[list[PendingRow]], None],
     ) -> None:
-        """``on_blank(ids, text_hashes)`` is told of the blank rows of each window, to record them."""
+        """``on_blank(rows)`` is told of the blank rows of each window, to record them."""
         self._session = session
         self._sharing = sharing
         self._on_blank = on_blank
@@ -77,7 +81,7 @@ class Planner:
         self.deferred_spans: list[Span] = []
         self._had_vectors = options.metrics_only or session.run(lambda conn: has_vectors(conn, target, model))
 
-    def batches(self, reader: PendingReader) -> Iterator[Batch]:
+    def batches(self, reader: PendingReader | QueueReader) -> Iterator[Batch]:
         for window in reader:
             deferred = self.deferred
             yield from self._plan(window)
@@ -92,8 +96,7 @@ class Planner:
             (blank if is_blank(row.text) else rows).append(row)
         self.skipped += len(blank)
         if blank and not options.metrics_only:
-            ids, hashes = [row.id for row in blank], [str(row.text_hash) for row in blank]
-            self._on_blank(ids, hashes)
+            self._on_blank(blank)
         groups = group_by_text(rows)
         if options.count_tokens is not None and groups:
             for group, count in zip(groups, options.count_tokens([g.text for g in groups]), strict=True):
@@ -129,13 +132,14 @@ class Planner:
     def _claimed(self, groups: list[TextGroup]) -> list[TextGroup]:
         """The groups this run may encode: other runs may hold rows with the same text only
         if it is duplicated; those texts are claimed first, and the others' claims deferred."""
-        shared = [g.text_hash for g in groups if g.text_hash in self._frequencies]
+        every = self._options.claim_every_text
+        shared = [g.text_hash for g in groups if every or g.text_hash in self._frequencies]
         if not shared or not self._options.respect_claims:
             return groups
         mine = self._session.run(lambda conn: self._sharing.claim_texts(conn, shared))
         kept = []
         for group in groups:
-            if group.text_hash in self._frequencies and group.text_hash not in mine:
+            if (every or group.text_hash in self._frequencies) and group.text_hash not in mine:
                 self.deferred += len(group.ids)
             else:
                 kept.append(group)

@@ -14,7 +14,8 @@ from psycopg2 import sql
 from embedlib.db.relations import SourceTable, TargetTable
 from embedlib.db.session import Connection, fetch_all, server_time
 from embedlib.encode.identity import model_identity
-from embedlib.source.reader import Retries, count_given_up, count_null_ids, count_pending, count_rows, rows_of
+from embedlib.source.counts import count_given_up, count_null_ids, count_rows
+from embedlib.source.reader import Retries, count_pending, rows_of
 from embedlib.source.sharing import live_holders
 from embedlib.store.provenance import model_key, served_target
 from embedlib.store.upkeep import deleted_rows

@@ -2,38 +2,29 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import psycopg2
-
 from embedlib.db.relations import SourceTable, TargetTable
-from embedlib.db.session import Connection, Session, check_connection_room, connect, resolve_dsn, server_time
-from embedlib.encode.base import Encoder, encodes_concurrently, resolve_encoder
-from embedlib.errors import ConfigError, EmbedlibError, SchemaError
+from embedlib.db.session import Connection, connect, resolve_dsn
+from embedlib.encode.base import encodes_concurrently
+from embedlib.encode.identity import model_identity
+from embedlib.errors import ConfigError, SchemaError
 from embedlib.options import AUTO, Settings
-from embedlib.plan.planner import PlanOptions
 from embedlib.query.index import IndexReport, build_index
 from embedlib.query.search import Match, nearest
 from embedlib.query.status import Status, status
 from embedlib.redaction import get_logger
 from embedlib.rules import Whole
-from embedlib.run.executors import Executor, Stages, make_executor
+from embedlib.run.cycle import run_once
+from embedlib.run.executors import Executor, make_executor
 from embedlib.run.follow import follow
-from embedlib.run.passes import Passes
-from embedlib.run.prepare import Prepared, prepare
-from embedlib.run.report import BatchResult, IngestReport
-from embedlib.run.steps import EncodeSpec, EncodeStep, WriteStep
-from embedlib.source.reader import Retries, count_given_up, duplicate_counts
-from embedlib.source.sharing import Sharing
+from embedlib.run.prepare import tracked_target
+from embedlib.run.report import IngestReport
 from embedlib.source.tables import inspect_source
-from embedlib.store.provenance import served_target
-from embedlib.store.sink import Sink
-from embedlib.store.upkeep import clear_resolved_errors, refresh_frequency, remove_orphans, skip_blank
+from embedlib.store.provenance import model_key, served_target
+from embedlib.store.tracking import track, untrack
 
 log = get_logger(__name__)
 
@@ -105,113 +96,41 @@ class Ingestor:
                 self.executor.shutdown()
 
     def _run_once(self, limit: int | None) -> IngestReport:
-        started = time.perf_counter()
+        def index(dsn: str, target: TargetTable) -> str:
+            assert self.settings.index is not None
+            return self._build_index(dsn, target, self.settings.index, self.settings.metric).name
+
+        return run_once(self.settings, self.executor, self._stop, limit, index)
+
+    def track(self) -> bool:
+        """Capture the table's changes from now on (store.tracking): triggers on the source queue
+        the ids of rows inserted, updated (in their text) or deleted, and runs read that queue
+        instead of the whole table; the first run after this one still reads it all once. Makes
+        the target if there is none yet (loading the model for its dimension). Idempotent: True
+        if tracking was not fully in place before. Needs TRIGGER on the table and CREATE on the
+        target's schema."""
         s = self.settings
-        dsn = resolve_dsn(s.dsn)
-        sharing = Sharing()  # this run's place among the ingestors sharing the table
-        # Reads need no transaction (autocommit): each query sees the latest commits.
-        session = Session(dsn, autocommit=True, reconnect_s=s.reconnect_s, on_connect=sharing.hold)
-        shared = False
+        conn = connect(resolve_dsn(s.dsn), autocommit=True)
         try:
-            # One connection reads, and each writer holds one for the whole run.
-            session.run(lambda conn: check_connection_room(conn, self.executor.workers))
-            retries = Retries(s.max_attempts, session.run(server_time))
-            prepared = session.run(lambda conn: prepare(conn, s, retries))
-            sharing.start(prepared.source, prepared.target, prepared.model_key)
-            shared = True
-            report = self._new_report(prepared, limit, setup_s=time.perf_counter() - started)
-            report.given_up = session.run(lambda conn: count_given_up(conn, prepared.source, prepared.target, retries))
-            self._run_passes(dsn, session, prepared, sharing, retries, report, limit)
-            if self.settings.index and not report.stopped:
-                report.index = self._build_index(dsn, prepared.target, self.settings.index, s.metric).name
+            source = inspect_source(conn, s.table, s.id_column, s.text_column)
+            target = tracked_target(conn, source, s)
+            key = model_key(conn, target, model_identity(s.model))
+            assert key is not None
+            return track(conn, source, target, key)
         finally:
-            if shared:
-                with contextlib.suppress(EmbedlibError, psycopg2.Error):  # gone with the connection anyway
-                    session.run(sharing.release)
-            session.close()
-        report.seconds = time.perf_counter() - started
-        return report
+            conn.close()
 
-    def _new_report(self, prepared: Prepared, limit: int | None, *, setup_s: float) -> IngestReport:
-        if prepared.null_ids:
-            log.warning(
-                "%d rows of %s have a NULL %r and are left out: embedlib keys vectors by it; give them ids",
-                prepared.null_ids, prepared.source.label, prepared.source.id_column,
-            )  # fmt: skip
-        report = IngestReport(
-            table=prepared.source.label,
-            target=prepared.target.label,
-            model=prepared.model_key,
-            executor=self.executor.name,
-            workers=self.executor.workers,
-            batch_size=self.settings.batch_size,
-            metrics_only=self.settings.metrics_only,
-            setup_s=setup_s,
-        )
-        report.pending = prepared.pending if limit is None else min(prepared.pending, limit)
-        report.null_ids = prepared.null_ids
-        return report
-
-    def _run_passes(
-        self,
-        dsn: str,
-        session: Session,
-        prepared: Prepared,
-        sharing: Sharing,
-        retries: Retries,
-        report: IngestReport,
-        limit: int | None,
-    ) -> None:
-        """Every pass over the source, then what the run leaves in order behind it."""
-        s, target = self.settings, prepared.target
-        duplicates = session.run(lambda conn: duplicate_counts(conn, prepared.source))
-        encoder = resolve_encoder(s.model) if prepared.to_encode else None  # loaded already if so
-        options = PlanOptions(
-            batch_size=s.batch_size,
-            max_tokens=getattr(encoder, "max_tokens", None),
-            count_tokens=getattr(encoder, "count_tokens", None),
-            metrics_only=s.metrics_only,
-        )
-        spec = EncodeSpec(s.model, target.dimension, target.vector_type, s.metrics_only, s.batch_tokens)
-        stages: Stages[Any, Any, BatchResult] = Stages(
-            compute=functools.partial(EncodeStep, spec),  # no DSN: it may be sent to processes or actors
-            finish=functools.partial(_writer, dsn, target, prepared.model_key, s.reconnect_s, encoder, sharing),
-        )
-
-        def on_blank(ids: list[str], hashes: list[str]) -> None:
-            session.run(lambda conn: skip_blank(conn, target, ids, hashes))
-
-        removal_s: list[float] = []  # on the reader's thread: added to the report after the passes
-
-        def on_covered(after: str | None, last: str | None) -> None:
-            started = time.perf_counter()
-            report.removed += session.run(lambda conn: remove_orphans(conn, prepared.source, target, after, last))
-            removal_s.append(time.perf_counter() - started)
-
-        with _progress_bar(report.pending, enabled=s.progress and report.pending > 0) as bar:
-            passes = Passes(
-                settings=s,
-                session=session,
-                prepared=prepared,
-                sharing=sharing,
-                retries=retries,
-                duplicates=duplicates,
-                executor=self.executor,
-                stages=stages,
-                on_blank=on_blank,
-                on_covered=on_covered,
-                report=report,
-                stop=self._stop,
-                bar=bar,
-            )
-            passes.run(options, limit)
-        report.write_s += sum(removal_s)
-        refresh_started = time.perf_counter()
-        session.run(lambda conn: refresh_frequency(conn, target, duplicates))
-        session.run(lambda conn: clear_resolved_errors(conn, target))
-        report.write_s += time.perf_counter() - refresh_started
-        report.reconnects += session.reconnects
-        report.stopped = self._stop.is_set()
+    def untrack(self) -> bool:
+        """Stop capturing the table's changes: its triggers, function and queue are dropped, and
+        runs read the whole table again. True if it was tracked."""
+        s = self.settings
+        conn = connect(resolve_dsn(s.dsn), autocommit=True)
+        try:
+            source = inspect_source(conn, s.table, s.id_column, s.text_column)
+            target = served_target(conn, source, s.target)
+            return target is not None and untrack(conn, source, target)
+        finally:
+            conn.close()
 
     def search(self, query: str, k: int = 10, *, metric: str | None = None) -> list[Match]:
         """The ``k`` rows nearest to ``query``, closest first: (id, text, distance).
@@ -269,20 +188,6 @@ class Ingestor:
                 bar.set_postfix_str(phase, refresh=True)
 
             return build_index(dsn, target, method=method, metric=metric, on_progress=show)
-
-
-def _writer(
-    dsn: str, target: TargetTable, model_key: str, reconnect_s: float, encoder: Encoder | None, sharing: Sharing
-) -> WriteStep:
-    """A writer thread's step, with its own connection (made here, in the thread, at its first batch)."""
-    sink = Sink(dsn, target, model_key, reconnect_s=reconnect_s)
-    return WriteStep(sink, encoder, errors_label=target.errors.label, on_failed=sharing.release_texts)
-
-
-def _progress_bar(total: int, *, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="row", disable=not enabled, dynamic_ncols=True, smoothing=0.1)
 
 
 __all__: Sequence[str] = ["Ingestor"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from embedlib.backoff import Backoff
@@ -20,7 +20,9 @@ from embedlib.plan.planner import Planner, PlanOptions
 from embedlib.run.executors import Executor, Stages
 from embedlib.run.prepare import Prepared
 from embedlib.run.report import BatchResult, IngestReport
+from embedlib.source.changes import QueueReader
 from embedlib.source.reader import PendingReader, Retries, Span
+from embedlib.source.rows import PendingRow
 from embedlib.source.sharing import Sharing
 
 # How long a run waits for another run sharing the table to store a text they
@@ -37,18 +39,21 @@ class Passes:
     prepared: Prepared
     sharing: Sharing
     retries: Retries
-    duplicates: dict[str, int]  # source.reader.duplicate_counts
+    duplicates: dict[str, int]  # source.counts.duplicate_counts
     executor: Executor
     stages: Stages[Batch, Any, BatchResult]
-    on_blank: Callable[[list[str], list[str]], None]  # records the blank rows a pass meets
+    on_blank: Callable[[list[PendingRow]], None]  # records the blank rows a pass meets
     on_covered: Callable[[str | None, str | None], None]  # cleans up a stretch of ids the first pass read
+    on_gone: Callable[[list[str], list[int]], None]  # removes rows the change queue names that are gone
     report: IngestReport
     stop: threading.Event
     bar: Any  # a tqdm progress bar
+    from_queue: bool = False  # read the change queue's entries, not the source (a tracked table)
+    touched: set[str] = field(default_factory=set)  # text hashes the passes from the queue touched
 
     def run(self, options: PlanOptions, limit: int | None) -> None:
-        """The first pass over the spans this run leases; then passes over those with rows deferred,
-        until none are left."""
+        """The first pass over the spans this run leases (or, ``from_queue``, over the entries of the
+        change queue it holds); then passes over those with rows deferred, until none are left."""
         planner = self._pass(options, limit=limit)
         options.defer_in_flight = False  # this run's batches are all written now
         backoff = Backoff(0.05, 1.0)
@@ -75,19 +80,7 @@ class Passes:
         ``again``: a scan of spans an earlier pass covered, whose blank rows are counted already.
         """
         prepared, report = self.prepared, self.report
-        reader = PendingReader(
-            self.session,
-            prepared.source,
-            prepared.target,
-            prepared.model_key,
-            self.retries,
-            self.sharing,
-            window_size=self.settings.window,
-            limit=limit,
-            metrics_only=self.settings.metrics_only,
-            spans=spans,
-            on_covered=None if again else self.on_covered,
-        )
+        reader = self._reader(limit, spans, again)
         planner = Planner(
             self.session, prepared.target, prepared.model_key, self.duplicates, options, self.sharing, self.on_blank
         )
@@ -104,7 +97,21 @@ class Passes:
             if stats.steps:
                 report.workers, report.autoscale_steps = stats.workers, stats.steps
         report.read_s += reader.seconds
+        if isinstance(reader, QueueReader):
+            self.touched.update(reader.touched)
         return planner
+
+    def _reader(self, limit: int | None, spans: Sequence[Span] | None, again: bool) -> PendingReader | QueueReader:
+        prepared = self.prepared
+        parts = (self.session, prepared.source, prepared.target, prepared.model_key, self.retries, self.sharing)
+        window = self.settings.window
+        if self.from_queue:
+            return QueueReader(*parts, window_size=window, on_gone=self.on_gone, limit=limit, spans=spans)
+        on_covered = None if again else self.on_covered
+        metrics_only = self.settings.metrics_only
+        return PendingReader(
+            *parts, window_size=window, limit=limit, metrics_only=metrics_only, spans=spans, on_covered=on_covered
+        )
 
 
 def _until_set(stop: threading.Event, batches: Iterator[Batch]) -> Iterator[Batch]:

@@ -10,10 +10,12 @@ from embedlib.encode.base import resolve_encoder
 from embedlib.encode.identity import model_identity
 from embedlib.errors import SchemaError
 from embedlib.options import Settings
-from embedlib.source.reader import Retries, count_null_ids, count_pending
+from embedlib.source.counts import count_null_ids
+from embedlib.source.reader import Retries, count_pending
 from embedlib.source.tables import inspect_source
 from embedlib.store.provenance import claim_target, model_key, served_target
-from embedlib.store.schema import check_dtype, ensure_side_tables, ensure_target
+from embedlib.store.schema import check_dtype, ensure_side_tables, ensure_target, target_name
+from embedlib.store.tracking import Tracking, check_privileges, tracking
 from embedlib.store.upkeep import clear_resolved_errors
 
 
@@ -27,6 +29,10 @@ class Prepared:
     pending: int  # rows that need work
     to_encode: int  # of those, rows with text (the others are blank)
     null_ids: int  # rows that cannot be embedded: no id to key them by
+    tracking: Tracking | None = None  # the target's change capture, if its source is tracked
+    # A tracked table's run reads its change queue, and its pending rows are the queue's entries;
+    # but a full pass comes first after track or a TRUNCATE, or for another model's run.
+    full_pass: bool = True
 
 
 def prepare(conn: Connection, settings: Settings, retries: Retries) -> Prepared:
@@ -54,7 +60,12 @@ def prepare(conn: Connection, settings: Settings, retries: Retries) -> Prepared:
         if s.metrics_only and target is None:
             raise SchemaError(f"table {s.target_table!r} does not exist yet: run ingest without --metrics-only")
         counts = None
-        if target is not None and key is not None:
+        tracked = tracking(conn, source, target) if target is not None and not s.metrics_only else None
+        full_pass = tracked is None or tracked.resync is not None or tracked.model != key
+        if target is not None and not full_pass:
+            queued = target.queue.depth(conn)[0]
+            counts = (queued, queued)  # what the queue names: no scan of the source
+        elif target is not None and key is not None:
             counts = count_pending(conn, source, target, key, retries, metrics_only=s.metrics_only)
         if s.metrics_only:
             if counts and counts[1]:
@@ -69,4 +80,22 @@ def prepare(conn: Connection, settings: Settings, retries: Retries) -> Prepared:
         if counts is None:
             counts = count_pending(conn, source, target, key, retries)
         null_ids = count_null_ids(conn, source)
-        return Prepared(source, target, key, counts[0], counts[1], null_ids)
+        return Prepared(source, target, key, counts[0], counts[1], null_ids, tracked, full_pass)
+
+
+def tracked_target(conn: Connection, source: SourceTable, settings: Settings) -> TargetTable:
+    """The target that tracking ``source`` installs its queue beside, checked as a run checks it;
+    made now if there is none (the model is loaded for its dimension). Commits."""
+    s = settings
+    check_privileges(conn, source, target_name(source, s.target)[0])  # before anything loads or changes
+    with transaction(conn):
+        target = served_target(conn, source, s.target)
+        if target is None:
+            encoder = resolve_encoder(s.model)
+            ensure_vector_extension(conn)
+            target = ensure_target(conn, source, s.target, encoder.dimension, s.dtype)
+        else:
+            check_dtype(target, s.dtype)
+            ensure_side_tables(conn, target)
+        claim_target(conn, target, source)
+    return target

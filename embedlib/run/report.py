@@ -53,6 +53,9 @@ class IngestReport:
     write_s: float = 0.0
     autoscale_steps: list[int] = field(default_factory=list)  # worker counts tried, in order, when autoscaling
     index: str | None = None  # the vector index built (or found) after the load, when one was asked for
+    tracked: bool = False  # the source's changes are captured (store.tracking): the run read its queue
+    queue_depth: int | None = None  # on a tracked table: changes waiting when the run ended
+    queue_age_s: float | None = None  # and how long the oldest of them has waited
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -71,6 +74,7 @@ class IngestReport:
         for name in ("seconds", "setup_s", "read_s", "encode_s", "write_s"):
             setattr(self, name, getattr(self, name) + getattr(later, name))
         self.pending, self.given_up, self.null_ids = later.pending, later.given_up, later.null_ids
+        self.tracked, self.queue_depth, self.queue_age_s = later.tracked, later.queue_depth, later.queue_age_s
         self.stopped = later.stopped
 
     def add(self, batch: BatchResult) -> None:

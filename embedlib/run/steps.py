@@ -148,6 +148,8 @@ class WriteStep:
             self._record_failures(batch, row_keep, errors)
         index = batch.text_index[row_keep]
         ids = batch.ids if not failed else [row_id for row_id, kept in zip(batch.ids, row_keep, strict=True) if kept]
+        # The queue entries of rows that failed stay: a later run tries them again.
+        seqs = batch.seqs if not failed or batch.seqs is None else np.asarray(batch.seqs)[row_keep].tolist()
         hashes = np.array(batch.text_hashes, dtype="S32")[index]  # md5 hex digests, one per row
         row_metrics = metrics.take(index)
         reconnects_before = self._sink.reconnects
@@ -155,7 +157,7 @@ class WriteStep:
             self._sink.write_metrics(ids, hashes, row_metrics)
         elif ids and vectors is not None:
             self._sink.write_embeddings(
-                ids, hashes, vectors[index], row_metrics, batch.frequencies[index], new_rows=batch.new_rows
+                ids, hashes, vectors[index], row_metrics, batch.frequencies[index], new_rows=batch.new_rows, seqs=seqs
             )
         return BatchResult(
             rows=len(ids),

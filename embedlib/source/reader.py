@@ -36,7 +36,7 @@ _NEEDS_EMBEDDING = sql.SQL(
 _EMBEDDED = sql.SQL("t.id IS NOT NULL AND t.text_hash = h.md5 AND t.model = %(model)s")
 # Text that holds something to embed (close to batching.is_blank, which decides: a row this
 # calls blank and Python does not is still embedded, only counted as not needing the model).
-_NOT_BLANK = sql.SQL("s.text ~ '[^[:space:]]'")
+NOT_BLANK = sql.SQL("s.text ~ '[^[:space:]]'")
 
 
 _ALL = sql.SQL("TRUE")
@@ -55,7 +55,17 @@ def rows_of(source: SourceTable, where: sql.Composable = _ALL) -> sql.Composed:
     )
 
 
-def _condition(metrics_only: bool) -> sql.SQL:
+# ``h.md5``: the md5 of the text of ``s`` (of '' for NULL: blank either way); ``e``: the
+# row's error record, if it holds the row back (see _chunk_rows).
+HELD_BACK = (
+    "CROSS JOIN LATERAL (SELECT md5(coalesce(s.text, ''))) AS h(md5) "
+    "LEFT JOIN {errors} e ON e.id = s.id AND e.text_hash = h.md5 "
+    "AND (e.attempts = 0 OR e.attempts >= %(max_attempts)s OR e.failed_at >= %(run_started)s) "
+)
+
+
+def needs_work(metrics_only: bool) -> sql.SQL:
+    """The condition on ``s``, ``h``, ``e`` and ``t`` (see _chunk_rows) of a row a run works on."""
     return _EMBEDDED if metrics_only else _NEEDS_EMBEDDING
 
 
@@ -78,11 +88,7 @@ def _chunk_rows(target: TargetTable, chunk: sql.Composable, *, up_to_highest: bo
     ``store.upkeep.skip_blank``), so it is not pending until its text changes.
     """
     parts = {"chunk": chunk, "target": target.ident, "errors": target.errors.ident}
-    rows = (
-        "FROM {chunk} s CROSS JOIN LATERAL (SELECT md5(coalesce(s.text, ''))) AS h(md5) "
-        "LEFT JOIN {errors} e ON e.id = s.id AND e.text_hash = h.md5 "
-        "AND (e.attempts = 0 OR e.attempts >= %(max_attempts)s OR e.failed_at >= %(run_started)s) "
-    )
+    rows = "FROM {chunk} s " + HELD_BACK
     if not up_to_highest:
         return sql.SQL(rows + "LEFT JOIN {target} t ON t.id = s.id").format(**parts)
     return sql.SQL(
@@ -117,53 +123,10 @@ def count_pending(
     """Rows that need work, and how many of them hold text to encode (the others are blank:
     they need their old vector removed and a record that they were skipped, not the model)."""
     query = sql.SQL("SELECT count(*), count(*) FILTER (WHERE {text}) {rows} WHERE {cond}").format(
-        text=_NOT_BLANK, rows=_chunk_rows(target, rows_of(source)), cond=_condition(metrics_only)
+        text=NOT_BLANK, rows=_chunk_rows(target, rows_of(source)), cond=needs_work(metrics_only)
     )
     pending, with_text = fetch_all(conn, query, {"model": model, **retries.parameters()})[0]
     return int(pending), int(with_text)
-
-
-def count_rows(conn: Connection, source: SourceTable) -> tuple[int, int]:
-    """The source's rows with an id, and how many of them hold text (the others are blank)."""
-    query = sql.SQL("SELECT count(*), count(*) FILTER (WHERE {text}) FROM {rows} s").format(
-        text=_NOT_BLANK, rows=rows_of(source)
-    )
-    rows, with_text = fetch_all(conn, query)[0]
-    return int(rows), int(with_text)
-
-
-def count_null_ids(conn: Connection, source: SourceTable) -> int:
-    """Rows whose id is NULL (a UNIQUE column may hold many): nothing can key their vectors."""
-    if not source.id_nullable:
-        return 0
-    query = sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL").format(source.ident, sql.Identifier(source.id_column))
-    return int(fetch_all(conn, query)[0][0])
-
-
-def count_given_up(conn: Connection, source: SourceTable, target: TargetTable, retries: Retries) -> int:
-    """Rows left out because their text failed ``max_attempts`` times (in the errors table)."""
-    query = sql.SQL(
-        "SELECT count(*) FROM {errors} e JOIN {source} s ON s.{id} = e.id "
-        "WHERE e.attempts >= %s AND e.text_hash = md5(s.{text})"
-    ).format(
-        errors=target.errors.ident,
-        source=source.ident,
-        id=sql.Identifier(source.id_column),
-        text=sql.Identifier(source.text_column),
-    )
-    return int(fetch_all(conn, query, (retries.max_attempts,))[0][0])
-
-
-def duplicate_counts(conn: Connection, source: SourceTable) -> dict[str, int]:
-    """Texts held by more than one row, by md5: one scan of the source, no target involved.
-
-    Every other text has a frequency of one. The map grows with the number
-    of distinct duplicated texts (about 100 bytes each), not with the table.
-    """
-    query = sql.SQL(
-        "SELECT md5({text}), count(*) FROM {source} WHERE {text} IS NOT NULL GROUP BY 1 HAVING count(*) > 1"
-    ).format(text=sql.Identifier(source.text_column), source=source.ident)
-    return {text_hash: int(n) for text_hash, n in fetch_all(conn, query)}
 
 
 def has_vectors(conn: Connection, target: TargetTable, model: str) -> bool:
@@ -195,7 +158,9 @@ def stored_vectors(
     return dict(zip(hashes, vectors, strict=True))
 
 
-Span = tuple[str, str]  # the first and last id of a window, in their text form
+# What a later pass is given to read again: for PendingReader the first and last id of a span,
+# for changes.QueueReader the ids of a window (in their text form).
+Span = tuple[str, ...]
 
 
 class PendingReader:
@@ -244,7 +209,7 @@ class PendingReader:
         self._query = sql.SQL(
             "SELECT s.id::text, {cond}, CASE WHEN {cond} THEN s.text END, h.md5, t.id IS NOT NULL {rows} ORDER BY s.id"
         ).format(
-            cond=_condition(metrics_only),
+            cond=needs_work(metrics_only),
             rows=_chunk_rows(target, rows_of(source, span), up_to_highest=True),
         )
 

@@ -10,6 +10,7 @@ class PendingRow(NamedTuple):
     text: str | None
     text_hash: str | None  # md5 of the text, computed by PostgreSQL
     stored: bool = False  # the target has a row for this id already (an old text or model)
+    seq: int | None = None  # its change queue entry's, on a tracked table (see db.queue)
 
 
 def is_blank(text: str | None) -> bool:

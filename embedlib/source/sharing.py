@@ -30,18 +30,11 @@ from typing import Any
 
 from psycopg2 import sql
 
+from embedlib.db.queue import HOLDERS, LIVE_HOLDERS
 from embedlib.db.relations import SourceTable, TargetTable
 from embedlib.db.session import Connection, fetch_all, transaction
 
-HOLDERS = 0x656D62  # advisory lock space of running ingestors: one key each
 TARGETS = 0x656D63  # advisory lock space serialising lease-taking on one target
-
-# The keys of live holders in this database.
-_LIVE_HOLDERS = sql.SQL(
-    "SELECT objid::int8 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND classid = {} "
-    "AND objsubid = 2 AND granted AND database = (SELECT oid FROM pg_catalog.pg_database "
-    "WHERE datname = current_database())"
-).format(sql.Literal(HOLDERS))
 
 
 class Sharing:
@@ -122,7 +115,7 @@ class Sharing:
         with transaction(conn), conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (TARGETS, self._target_label))
             cur.execute(
-                sql.SQL("DELETE FROM {} WHERE holder NOT IN ({})").format(self._leases, _LIVE_HOLDERS)
+                sql.SQL("DELETE FROM {} WHERE holder NOT IN ({})").format(self._leases, LIVE_HOLDERS)
             )  # the leases of holders that died
             cur.execute(
                 sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE holder <> %s AND model = %s)").format(self._leases),
@@ -163,7 +156,7 @@ class Sharing:
             "INSERT INTO {claims} AS c (model, text_hash, holder) SELECT %(model)s, unnest(%(hashes)s::text[]), %(me)s "
             "ON CONFLICT (model, text_hash) DO UPDATE SET holder = EXCLUDED.holder "
             "WHERE c.holder = EXCLUDED.holder OR c.holder NOT IN ({live}) RETURNING text_hash"
-        ).format(claims=self._claims, live=_LIVE_HOLDERS)
+        ).format(claims=self._claims, live=LIVE_HOLDERS)
         # Sorted: runs claiming overlapping texts then take their row locks in one order,
         # so they wait for each other instead of deadlocking.
         hashes = sorted(set(text_hashes))
@@ -182,7 +175,7 @@ class Sharing:
         with transaction(conn), conn.cursor() as cur:
             for table in (self._leases, self._claims):
                 cur.execute(
-                    sql.SQL("DELETE FROM {} WHERE holder = %s OR holder NOT IN ({})").format(table, _LIVE_HOLDERS),
+                    sql.SQL("DELETE FROM {} WHERE holder = %s OR holder NOT IN ({})").format(table, LIVE_HOLDERS),
                     (self.key,),
                 )
 
@@ -197,5 +190,5 @@ def live_holders(conn: Connection, target: TargetTable) -> set[int]:
     """The runs alive now that hold leases on ``target``."""
     if not target.leases.exists(conn):
         return set()
-    query = sql.SQL("SELECT DISTINCT holder FROM {} WHERE holder IN ({})").format(target.leases.ident, _LIVE_HOLDERS)
+    query = sql.SQL("SELECT DISTINCT holder FROM {} WHERE holder IN ({})").format(target.leases.ident, LIVE_HOLDERS)
     return {int(holder) for (holder,) in fetch_all(conn, query)}

@@ -14,6 +14,7 @@ import psycopg2.errors
 from psycopg2 import sql
 
 from embedlib.db import copybin
+from embedlib.db.queue import Cursor
 from embedlib.db.relations import TargetTable
 from embedlib.db.session import DEFAULT_RECONNECT_S, Connection, Session, rollback_quietly, transaction
 from embedlib.store.metrics import UNKNOWN_TOKENS, TextMetrics
@@ -34,9 +35,20 @@ class Sink:
     and falls back to the upsert, which writes the same values again.
     """
 
-    def __init__(self, dsn: str, target: TargetTable, model: str, *, reconnect_s: float = DEFAULT_RECONNECT_S) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        target: TargetTable,
+        model: str,
+        *,
+        reconnect_s: float = DEFAULT_RECONNECT_S,
+        holder: int | None = None,
+    ) -> None:
+        """``holder``: the run's key (``sharing.Sharing.key``), for rows read from the change queue
+        (see ``db.queue``): their entries leave it in the transaction that writes them."""
         self._target = target
         self._model = model
+        self._holder = holder
         self._staged: set[str] = set()  # staging tables made on the current connection
         # Sinks connect once a run is under way: a refused connection is a fault to wait out.
         self._session = Session(
@@ -70,14 +82,17 @@ class Sink:
         frequencies: np.ndarray,
         *,
         new_rows: bool = False,
+        seqs: Sequence[int] | None = None,
     ) -> None:
         """Store one row per id; metric arrays, frequencies and vectors are per row here.
 
         ``new_rows`` says no id had a target row when it was read: then one
         COPY straight into the target does it, as fast as the database can
         load rows. Otherwise (or if a row appeared since) the rows go through
-        a staging table and an upsert.
+        a staging table and an upsert. ``seqs``: the rows' change queue
+        entries, which leave the queue in the same transaction.
         """
+        then = self._dequeuing(ids, seqs)
         # The norm of the vector as stored: a halfvec's is its float16 values' (as
         # write_metrics recomputes it, and as reused vectors come back).
         stored = vectors.astype(np.float16).astype(np.float32) if self._target.vector_type == "halfvec" else vectors
@@ -85,7 +100,7 @@ class Sink:
         columns = _embedding_columns(self._target, vectors, norms, frequencies, text_hashes, metrics)
         if new_rows:
             data = self._insert_payload(ids, columns, metrics)
-            if data is not None and self._session.run(lambda conn: self._insert(conn, data)):
+            if data is not None and self._session.run(lambda conn: self._insert(conn, data, then)):
                 return
         staged = copybin.payload([*columns, copybin.text(ids)])
         stage_columns = f"embedding {self._target.embedding_type}, norm float4, frequency int4, {_METRIC_STAGE_COLUMNS}"
@@ -105,7 +120,15 @@ class Sink:
                 embedded_at = EXCLUDED.embedded_at
             """
         ).format(target=self._target.ident, id_type=sql.SQL(self._target.id_type), stage=_STAGE)
-        self._session.run(lambda conn: self._copy_and_run(conn, _STAGE, stage_columns, staged, upsert))
+        self._session.run(lambda conn: self._copy_and_run(conn, _STAGE, stage_columns, staged, upsert, then))
+
+    def _dequeuing(self, ids: Sequence[str], seqs: Sequence[int] | None) -> Callable[[Cursor], None] | None:
+        """What removes the queue entries of rows written, in the writing transaction."""
+        if seqs is None:
+            return None
+        assert self._holder is not None, "rows from a change queue need the run's holder key"
+        holder, queue = self._holder, self._target.queue
+        return lambda cur: queue.dequeue(cur, holder, ids, seqs)
 
     def _insert_payload(self, ids: Sequence[str], columns: list[copybin.Column], metrics: TextMetrics) -> bytes | None:
         """The COPY payload of rows for the target itself, or None if this fast path cannot encode them."""
@@ -114,7 +137,7 @@ class Sink:
             return None  # an id type or a NULL this fast path does not encode
         return copybin.payload([*columns, copybin.constant_text(self._model, len(ids)), id_column])
 
-    def _insert(self, conn: Connection, data: bytes) -> bool:
+    def _insert(self, conn: Connection, data: bytes, then: Callable[[Cursor], None] | None) -> bool:
         """COPY rows straight into the target; False (and nothing written) if one of them is there already."""
         copy = sql.SQL(
             "COPY {target} (embedding, norm, frequency, text_hash, char_length, token_count, truncated, model, id) "
@@ -122,12 +145,20 @@ class Sink:
         ).format(target=self._target.ident)
         # One COPY is atomic on its own: run outside a transaction block, it saves
         # the BEGIN and COMMIT round trips (half the batch's time from a distant database).
-        conn.autocommit = True
+        # With queue entries to remove as well, it takes a transaction.
+        conn.autocommit = then is None
         try:
             with conn.cursor() as cur:
                 cur.copy_expert(copy, io.BytesIO(data), size=len(data))
+                if then is not None:
+                    then(cur)
+                    conn.commit()
         except psycopg2.errors.UniqueViolation:
+            rollback_quietly(conn)
             return False  # a row appeared since it was read (another ingestor, a retried COPY): upsert
+        except BaseException:
+            rollback_quietly(conn)
+            raise
         finally:
             if not conn.closed:
                 conn.autocommit = False
@@ -187,13 +218,21 @@ class Sink:
         self._session.run(record)
 
     def _copy_and_run(
-        self, conn: Connection, stage: sql.Identifier, columns: str, data: bytes, statement: sql.Composed
+        self,
+        conn: Connection,
+        stage: sql.Identifier,
+        columns: str,
+        data: bytes,
+        statement: sql.Composed,
+        then: Callable[[Cursor], None] | None = None,
     ) -> None:
         self._stage(conn, stage, columns)
         try:
             with conn.cursor() as cur:
                 cur.copy_expert(sql.SQL("COPY pg_temp.{} FROM STDIN (FORMAT binary)").format(stage), io.BytesIO(data))
                 cur.execute(statement, {"model": self._model, "unknown": UNKNOWN_TOKENS})
+                if then is not None:
+                    then(cur)
             conn.commit()  # ON COMMIT DELETE ROWS empties the stage
         except BaseException:
             rollback_quietly(conn)

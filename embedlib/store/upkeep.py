@@ -5,12 +5,13 @@ rows deleted from the source removed."""
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 from psycopg2 import sql
 
 from embedlib.db import copybin
+from embedlib.db.queue import Cursor
 from embedlib.db.relations import SourceTable, TargetTable
 from embedlib.db.session import Connection, transaction
 
@@ -22,8 +23,15 @@ _DUPLICATES = sql.Identifier("embedlib_duplicates")
 SKIPPED_BLANK = "skipped: the text is NULL, empty or whitespace"
 
 
-def skip_blank(conn: Connection, target: TargetTable, ids: Sequence[str], text_hashes: Sequence[str]) -> None:
-    """Note rows whose text is blank as skipped, and remove the vectors they had (that text is gone). Commits."""
+def skip_blank(
+    conn: Connection,
+    target: TargetTable,
+    ids: Sequence[str],
+    text_hashes: Sequence[str],
+    dequeue: Callable[[Cursor], None] | None = None,
+) -> None:
+    """Note rows whose text is blank as skipped, and remove the vectors they had (that text is gone);
+    ``dequeue`` removes their change queue entries, in the same transaction. Commits."""
     if not ids:
         return
     id_type = sql.SQL(target.id_type)
@@ -41,6 +49,36 @@ def skip_blank(conn: Connection, target: TargetTable, ids: Sequence[str], text_h
     with transaction(conn), conn.cursor() as cur:
         cur.execute(delete, (list(ids),))
         cur.execute(record, (SKIPPED_BLANK, list(ids), list(text_hashes)))
+        if dequeue is not None:
+            dequeue(cur)
+
+
+def remove_gone(conn: Connection, target: TargetTable, holder: int, ids: Sequence[str], seqs: Sequence[int]) -> int:
+    """Remove the vectors and error records of rows deleted from a tracked source, and their change
+    queue entries, in one transaction; vectors removed. Commits."""
+    delete = "DELETE FROM {} WHERE id = ANY (CAST(%s AS {}[]))"
+    with transaction(conn), conn.cursor() as cur:
+        cur.execute(sql.SQL(delete).format(target.errors.ident, sql.SQL(target.id_type)), (list(ids),))
+        cur.execute(sql.SQL(delete).format(target.ident, sql.SQL(target.id_type)), (list(ids),))
+        removed = int(cur.rowcount)
+        target.queue.dequeue(cur, holder, ids, seqs)
+    return removed
+
+
+def refresh_touched(conn: Connection, target: TargetTable, text_hashes: Collection[str]) -> int:
+    """Set the frequency of the texts ``text_hashes`` to the rows the target holds of each; rows
+    changed. A tracked table's runs keep frequency so, for the texts they touched (new ones and
+    those their rows held before), through the text-hash index: no scan of the source."""
+    if not text_hashes:
+        return 0
+    statement = sql.SQL(
+        "UPDATE {target} t SET frequency = c.n FROM (SELECT x.text_hash, count(*)::int4 AS n FROM {target} x "
+        "WHERE x.text_hash = ANY (%s::text[]) GROUP BY x.text_hash) c "
+        "WHERE t.text_hash = c.text_hash AND t.frequency IS DISTINCT FROM c.n"
+    ).format(target=target.ident)
+    with transaction(conn), conn.cursor() as cur:
+        cur.execute(statement, (sorted(text_hashes),))
+        return int(cur.rowcount)
 
 
 def clear_resolved_errors(conn: Connection, target: TargetTable) -> int:
@@ -60,7 +98,7 @@ def clear_resolved_errors(conn: Connection, target: TargetTable) -> int:
 def refresh_frequency(conn: Connection, target: TargetTable, duplicates: Mapping[str, int]) -> int:
     """Correct ``frequency`` where the source changed since it was written; returns rows changed.
 
-    Writes store each row's frequency (from ``source.reader.duplicate_counts``, taken
+    Writes store each row's frequency (from ``source.counts.duplicate_counts``, taken
     at the start of the run); what can be stale are rows this run did not
     write whose text gained or lost duplicates. Those are rows holding a
     duplicated text, found through the text-hash index, and rows whose

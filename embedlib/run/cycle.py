@@ -1,0 +1,235 @@
+"""One run: check the tables, pass over what needs work, and leave the target in order behind it.
+
+On an untracked table a run passes over the whole source, span by span. On
+a tracked one (``store.tracking``) it reads the change queue instead, after
+a full pass when one is due (after ``track``, after a TRUNCATE, or for a run
+of another model than the one tracked).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg2
+
+from embedlib.db.relations import TargetTable
+from embedlib.db.session import Session, check_connection_room, resolve_dsn, server_time
+from embedlib.encode.base import Encoder, resolve_encoder
+from embedlib.errors import EmbedlibError
+from embedlib.options import Settings
+from embedlib.plan.planner import PlanOptions
+from embedlib.redaction import get_logger
+from embedlib.run.executors import Executor, Stages
+from embedlib.run.passes import Passes
+from embedlib.run.prepare import Prepared, prepare
+from embedlib.run.report import BatchResult, IngestReport
+from embedlib.run.steps import EncodeSpec, EncodeStep, WriteStep
+from embedlib.source.counts import count_given_up, duplicate_counts
+from embedlib.source.reader import Retries
+from embedlib.source.rows import PendingRow
+from embedlib.source.sharing import Sharing, live_holders
+from embedlib.store.sink import Sink
+from embedlib.store.tracking import synced
+from embedlib.store.upkeep import (
+    clear_resolved_errors,
+    refresh_frequency,
+    refresh_touched,
+    remove_gone,
+    remove_orphans,
+    skip_blank,
+)
+
+log = get_logger(__name__)
+
+
+def run_once(
+    settings: Settings,
+    executor: Executor,
+    stop: threading.Event,
+    limit: int | None,
+    build_index: Callable[[str, TargetTable], str],
+) -> IngestReport:
+    """Process up to ``limit`` pending rows (all by default) and report what happened.
+
+    ``build_index(dsn, target)`` builds the index the settings ask for, after the rows."""
+    started = time.perf_counter()
+    s = settings
+    dsn = resolve_dsn(s.dsn)
+    sharing = Sharing()  # this run's place among the ingestors sharing the table
+    # Reads need no transaction (autocommit): each query sees the latest commits.
+    session = Session(dsn, autocommit=True, reconnect_s=s.reconnect_s, on_connect=sharing.hold)
+    prepared: Prepared | None = None
+    try:
+        # One connection reads, and each writer holds one for the whole run.
+        session.run(lambda conn: check_connection_room(conn, executor.workers))
+        retries = Retries(s.max_attempts, session.run(server_time))
+        prepared = session.run(lambda conn: prepare(conn, s, retries))
+        sharing.start(prepared.source, prepared.target, prepared.model_key)
+        report = _new_report(s, executor, prepared, limit, setup_s=time.perf_counter() - started)
+        report.given_up = session.run(lambda conn: count_given_up(conn, prepared.source, prepared.target, retries))
+        _Run(s, dsn, session, prepared, sharing, retries, executor, stop, report).passes(limit)
+        if s.index and not report.stopped:
+            report.index = build_index(dsn, prepared.target)
+    finally:
+        if prepared is not None:
+            with contextlib.suppress(EmbedlibError, psycopg2.Error):  # gone with the connection anyway
+                if prepared.tracking is not None:
+                    session.run(lambda conn: prepared.target.queue.release(conn, sharing.key))
+                session.run(sharing.release)
+        session.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _new_report(
+    s: Settings, executor: Executor, prepared: Prepared, limit: int | None, *, setup_s: float
+) -> IngestReport:
+    if prepared.null_ids:
+        log.warning(
+            "%d rows of %s have a NULL %r and are left out: embedlib keys vectors by it; give them ids",
+            prepared.null_ids, prepared.source.label, prepared.source.id_column,
+        )  # fmt: skip
+    report = IngestReport(
+        table=prepared.source.label,
+        target=prepared.target.label,
+        model=prepared.model_key,
+        executor=executor.name,
+        workers=executor.workers,
+        batch_size=s.batch_size,
+        metrics_only=s.metrics_only,
+        setup_s=setup_s,
+        tracked=prepared.tracking is not None,
+    )
+    report.pending = prepared.pending if limit is None else min(prepared.pending, limit)
+    report.null_ids = prepared.null_ids
+    return report
+
+
+@dataclasses.dataclass
+class _Run:
+    """The passes of one run and what it does after them."""
+
+    settings: Settings
+    dsn: str
+    session: Session
+    prepared: Prepared
+    sharing: Sharing
+    retries: Retries
+    executor: Executor
+    stop: threading.Event
+    report: IngestReport
+
+    def passes(self, limit: int | None) -> None:
+        s, prepared, report = self.settings, self.prepared, self.report
+        target, tracked = prepared.target, prepared.tracking is not None
+        duplicates = {}  # a run from the queue counts the texts it touched, after its passes
+        if prepared.full_pass:
+            duplicates = self.session.run(lambda conn: duplicate_counts(conn, prepared.source))
+        encoder = resolve_encoder(s.model) if prepared.to_encode else None  # loaded already if so
+        options = PlanOptions(
+            batch_size=s.batch_size,
+            max_tokens=getattr(encoder, "max_tokens", None),
+            count_tokens=getattr(encoder, "count_tokens", None),
+            metrics_only=s.metrics_only,
+            claim_every_text=tracked,
+        )
+        spec = EncodeSpec(s.model, target.dimension, target.vector_type, s.metrics_only, s.batch_tokens)
+        holder = self.sharing.key if tracked else None
+        stages: Stages[Any, Any, BatchResult] = Stages(
+            compute=functools.partial(EncodeStep, spec),  # no DSN: it may be sent to processes or actors
+            finish=functools.partial(
+                _writer, self.dsn, target, prepared.model_key, s.reconnect_s, encoder, self.sharing, holder
+            ),
+        )
+        removal_s: list[float] = []  # on the reader's thread: added to the report after the passes
+        with _progress_bar(report.pending, enabled=s.progress and report.pending > 0) as bar:
+            passes = Passes(
+                settings=s,
+                session=self.session,
+                prepared=prepared,
+                sharing=self.sharing,
+                retries=self.retries,
+                duplicates=duplicates,
+                executor=self.executor,
+                stages=stages,
+                on_blank=self._on_blank,
+                on_covered=functools.partial(self._on_covered, removal_s),
+                on_gone=self._on_gone,
+                report=report,
+                stop=self.stop,
+                bar=bar,
+            )
+            if prepared.full_pass:
+                passes.run(dataclasses.replace(options), limit)
+                self._after_full_pass(limit)
+            if tracked and not self.stop.is_set() and (limit is None or not prepared.full_pass):
+                passes = dataclasses.replace(passes, from_queue=True)
+                passes.run(dataclasses.replace(options), limit)
+        report.write_s += sum(removal_s)
+        self._upkeep(duplicates, passes.touched)
+
+    def _after_full_pass(self, limit: int | None) -> None:
+        """On a tracked table, a full pass that covered the whole source (no limit, no stop, and no
+        other run of this model still on it) makes the queue the way in from now on."""
+        tracking, target = self.prepared.tracking, self.prepared.target
+        if tracking is None or limit is not None or self.stop.is_set():
+            return
+        others = self.session.run(lambda conn: live_holders(conn, target)) - {self.sharing.key}
+        if not others:
+            self.session.run(lambda conn: synced(conn, target, tracking.resync, self.prepared.model_key))
+
+    def _upkeep(self, duplicates: dict[str, int], touched: set[str]) -> None:
+        started = time.perf_counter()
+        target, session = self.prepared.target, self.session
+        if self.prepared.full_pass:
+            session.run(lambda conn: refresh_frequency(conn, target, duplicates))
+        if self.prepared.tracking is not None:
+            session.run(lambda conn: refresh_touched(conn, target, touched))
+            self.report.queue_depth, self.report.queue_age_s = session.run(target.queue.depth)
+        session.run(lambda conn: clear_resolved_errors(conn, target))
+        self.report.write_s += time.perf_counter() - started
+        self.report.reconnects += session.reconnects
+        self.report.stopped = self.stop.is_set()
+
+    def _on_blank(self, rows: list[PendingRow]) -> None:
+        target, holder = self.prepared.target, self.sharing.key
+        ids, hashes = [row.id for row in rows], [str(row.text_hash) for row in rows]
+        seqs = [row.seq for row in rows if row.seq is not None]
+        dequeue = (lambda cur: target.queue.dequeue(cur, holder, ids, seqs)) if seqs else None
+        self.session.run(lambda conn: skip_blank(conn, target, ids, hashes, dequeue))
+
+    def _on_covered(self, removal_s: list[float], after: str | None, last: str | None) -> None:
+        started = time.perf_counter()
+        source, target = self.prepared.source, self.prepared.target
+        self.report.removed += self.session.run(lambda conn: remove_orphans(conn, source, target, after, last))
+        removal_s.append(time.perf_counter() - started)
+
+    def _on_gone(self, ids: list[str], seqs: list[int]) -> None:
+        target, holder = self.prepared.target, self.sharing.key
+        self.report.removed += self.session.run(lambda conn: remove_gone(conn, target, holder, ids, seqs))
+
+
+def _writer(
+    dsn: str,
+    target: TargetTable,
+    model_key: str,
+    reconnect_s: float,
+    encoder: Encoder | None,
+    sharing: Sharing,
+    holder: int | None,
+) -> WriteStep:
+    """A writer thread's step, with its own connection (made here, in the thread, at its first batch)."""
+    sink = Sink(dsn, target, model_key, reconnect_s=reconnect_s, holder=holder)
+    return WriteStep(sink, encoder, errors_label=target.errors.label, on_failed=sharing.release_texts)
+
+
+def _progress_bar(total: int, *, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="row", disable=not enabled, dynamic_ncols=True, smoothing=0.1)
