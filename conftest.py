@@ -51,7 +51,7 @@ class Tables:
     def name(self, prefix: str = "t") -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"
         self.created += [name, f"{name}_embeddings"]
-        self.created += [f"{name}_embedding_{kind}" for kind in SIDE_TABLES]
+        self.created += [f"{name}_embedding_{kind}" for kind in (*SIDE_TABLES, "queue")]
         return name
 
     def source(self, texts: Sequence[str | None], *, prefix: str = "t", id_type: str = "bigint") -> str:
@@ -86,6 +86,9 @@ class Tables:
         with self.conn.cursor() as cur:
             for name in self.created:
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+                if name.endswith("_embeddings"):  # change capture's function, if it was tracked
+                    function = sql.Identifier(name.removesuffix("s") + "_track")
+                    cur.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(function))
 
 
 @pytest.fixture

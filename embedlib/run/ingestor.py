@@ -19,12 +19,12 @@ from embedlib.redaction import get_logger
 from embedlib.rules import Whole
 from embedlib.run.cycle import run_once
 from embedlib.run.executors import Executor, make_executor
-from embedlib.run.follow import follow
+from embedlib.run.follow import Wakeups, follow
 from embedlib.run.prepare import tracked_target
 from embedlib.run.report import IngestReport
 from embedlib.source.tables import inspect_source
 from embedlib.store.provenance import model_key, served_target
-from embedlib.store.tracking import track, untrack
+from embedlib.store.tracking import channel, track, untrack
 
 log = get_logger(__name__)
 
@@ -85,12 +85,22 @@ class Ingestor:
                 self.executor.shutdown()
 
     def follow(self, on_cycle: Callable[[IngestReport], None] | None = None) -> IngestReport:
-        """Embed what is pending, then keep the table in step: look again every ``poll_interval_s``
-        and embed what changed (inserts, updates, deletes), with the model loaded, until ``stop()``.
-        ``on_cycle`` is given the report of every run that did something. Returns the sum of them."""
-        try:
-            return follow(lambda: self._run_once(None), self._stop, self.settings.poll_interval_s, on_cycle)
+        """Embed what is pending, then keep the table in step until ``stop()``, with the model
+        loaded: on a tracked table (``track()``) each change wakes it (LISTEN/NOTIFY), and it
+        embeds what the change queue holds; it also looks every ``poll_interval_s``, which on an
+        untracked table scans the source. ``on_cycle`` is given the report of every run that did
+        something. Returns the sum of them."""
+        s = self.settings
+        dsn = resolve_dsn(s.dsn)
+        conn = connect(dsn, autocommit=True)
+        try:  # listening before the first run: no change after it goes unheard
+            wakeups = Wakeups(dsn, channel(conn, inspect_source(conn, s.table, s.id_column, s.text_column), s.target))
         finally:
+            conn.close()
+        try:
+            return follow(lambda: self._run_once(None), self._stop, s.poll_interval_s, wakeups, on_cycle)
+        finally:
+            wakeups.close()
             self._stop.clear()
             if self._owns_executor:
                 self.executor.shutdown()

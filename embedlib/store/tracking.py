@@ -26,10 +26,11 @@ from dataclasses import dataclass
 
 from psycopg2 import sql
 
-from embedlib.db.queue import Cursor
-from embedlib.db.relations import SourceTable, TargetTable
+from embedlib.db.queue import ChangeQueue, Cursor
+from embedlib.db.relations import Relation, SourceTable, TargetTable
 from embedlib.db.session import Connection, fetch_all, qualified, transaction
 from embedlib.errors import SchemaError
+from embedlib.store.schema import side_table_stem, target_name
 
 _EVENTS = {
     "insert": "AFTER INSERT ON {source} REFERENCING NEW TABLE AS embedlib_new",
@@ -103,6 +104,14 @@ class Tracking:
 
     model: str  # the model name (provenance.model_key) whose runs read the queue
     resync: str | None  # set while a full pass over the source is due (after track or a TRUNCATE)
+
+
+def channel(conn: Connection, source: SourceTable, target: str | None) -> str:
+    """The NOTIFY channel on which tracking ``source`` into ``target`` (a --target, or None) signals
+    its changes: known before the table is tracked, or its target made."""
+    schema, name = target_name(source, target)
+    queue = Relation(schema, f"{side_table_stem(conn, schema, name)}_queue")
+    return ChangeQueue(queue, source.id_type).channel
 
 
 def tracking(conn: Connection, source: SourceTable, target: TargetTable) -> Tracking | None:
