@@ -153,11 +153,13 @@ class Settings:
         "cosine", Choice(METRICS, "metric"), "the index's metric (default: %(default)s)", flag="--metric"
     )
     progress: bool = option(False, Flag(), "show a progress bar")
-    # Following a table (``--follow``): how long to wait between runs. Each run scans the source.
+    # Following a table (``--follow``): how long to wait between runs at most. A tracked table's
+    # changes wake the follower at once; on an untracked one each look scans the source.
     poll_interval_s: float = option(
         5.0,
         Amount("seconds"),
-        "with --follow: seconds between looks at the table for changes; each look scans it (default: %(default)g)",
+        "with --follow: seconds between looks at the table for changes; on an untracked table each look "
+        "scans it, a tracked one's changes wake the follower at once (default: %(default)g)",
         flag="--poll-interval",
         metavar="SECONDS",
     )

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import psycopg2
 
 from embedlib import redaction
-from embedlib.cli import bench, demo, ingest, load, query, status
+from embedlib.cli import bench, demo, ingest, load, query, status, track
 from embedlib.cli.arguments import Parser, parents
 from embedlib.cli.signals import SIGNALS
 from embedlib.cli.text import (
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_parser(commands, shared)
     demo.add_parser(commands, shared)
     status.add_parser(commands, shared)
+    track.add_parsers(commands, shared)
     return parser
 
 

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from typing import TYPE_CHECKING
 
 from embedlib.cli.arguments import Parents, add_option, positive_int
 from embedlib.cli.signals import SIGNALS
+from embedlib.cli.watching import Watching
 from embedlib.errors import ConfigError
 from embedlib.options import OPTIONS, default
-
-if TYPE_CHECKING:
-    from embedlib.run.report import IngestReport
 
 # The settings ``embedlib ingest`` takes as flags of its own, beside the shared groups (see arguments.parents).
 INGEST_FLAGS = (
@@ -47,8 +42,20 @@ def add_parser(commands: argparse._SubParsersAction, parents: Parents) -> None:
     ingest.add_argument(
         "--follow",
         action="store_true",
-        help="after the pending rows, keep the table in step until Ctrl-C or SIGTERM: look for inserts, "
-        "updates and deletes every --poll-interval seconds, with the model loaded",
+        help="after the pending rows, keep the table in step until Ctrl-C or SIGTERM, with the model loaded: "
+        "woken by each change on a tracked table (embedlib track), else looking every --poll-interval seconds",
+    )
+    ingest.add_argument(
+        "--metrics-port",
+        type=positive_int,
+        metavar="PORT",
+        help="with --follow: serve Prometheus metrics on http://HOST:PORT/metrics",
+    )
+    ingest.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="with --metrics-port: the address to serve on (default: %(default)s; 0.0.0.0 for every interface)",
     )
     ingest.set_defaults(handler=run)
 
@@ -60,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("BATCH_SIZE and --batch-size disagree; give one")
     if args.follow and args.limit:
         raise ConfigError("--follow keeps every row in step; it takes no --limit")
+    if args.metrics_port and not args.follow:
+        raise ConfigError("--metrics-port is for a follower: add --follow")
     settings = {name: getattr(args, name) for name in (*SHARED, *INGEST_FLAGS)}
     ingestor = Ingestor(
         **settings,
@@ -68,18 +77,13 @@ def run(args: argparse.Namespace) -> int:
     )
     with SIGNALS.stopping_gracefully(ingestor.stop):
         if args.follow:
-            report = ingestor.follow(on_cycle=None if args.quiet or args.json else _show_cycle)
+            show = not args.quiet and not args.json
+            watching = Watching(args.table, show=show, metrics_port=args.metrics_port, metrics_host=args.metrics_host)
+            try:
+                report = ingestor.follow(on_cycle=watching, every_cycle=True)
+            finally:
+                watching.close()
         else:
             report = ingestor.run(limit=args.limit)
     print(report.to_json() if args.json else report.summary())
     return 128 + SIGNALS.received[0] if SIGNALS.received else 0
-
-
-def _show_cycle(report: IngestReport) -> None:
-    """One line on stderr per run of a follower that changed something."""
-    print(
-        f"embedlib: {time.strftime('%H:%M:%S')} embedded {report.rows} rows ({report.encoded} encoded), "
-        f"removed {report.removed}, skipped {report.skipped}, failed {report.failed}",
-        file=sys.stderr,
-        flush=True,
-    )

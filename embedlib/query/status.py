@@ -18,6 +18,7 @@ from embedlib.source.counts import count_given_up, count_null_ids, count_rows
 from embedlib.source.reader import Retries, count_pending, rows_of
 from embedlib.source.sharing import live_holders
 from embedlib.store.provenance import model_key, served_target
+from embedlib.store.tracking import tracking
 from embedlib.store.upkeep import deleted_rows
 
 
@@ -35,6 +36,9 @@ class Status:
     orphans: int  # vectors of rows deleted from the source, removed by the next run
     other_models: int  # vectors of other models in the target
     runs: int  # runs holding leases on the target now
+    tracked: bool = False  # its changes are captured (store.tracking): runs read the change queue
+    queue_depth: int | None = None  # if tracked: changes waiting
+    queue_age_s: float | None = None  # and how long the oldest has waited (None: none waits)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,6 +53,11 @@ class Status:
             f"  given up {self.given_up}, NULL ids {self.null_ids}, vectors of deleted rows {self.orphans}",
             f"  vectors of other models {self.other_models}, runs working on it now {self.runs}",
         ]
+        if self.tracked:
+            oldest = "" if self.queue_age_s is None else f", the oldest {self.queue_age_s:.1f} s old"
+            lines.append(f"  tracked: {self.queue_depth} changes queued{oldest}")
+        else:
+            lines.append("  not tracked: each run reads the whole table (embedlib track to capture changes)")
         return "\n".join(lines)
 
 
@@ -64,6 +73,8 @@ def status(conn: Connection, source: SourceTable, target_name: str | None, model
     key = model_key(conn, target, identity, create=False) or ""
     retries = Retries(max_attempts, server_time(conn))
     pending, with_text = count_pending(conn, source, target, key, retries)
+    tracked = tracking(conn, source, target) is not None
+    depth, age = target.queue.depth(conn) if tracked else (None, None)
     return Status(
         table=source.label,
         target=target.label,
@@ -77,6 +88,9 @@ def status(conn: Connection, source: SourceTable, target_name: str | None, model
         orphans=_orphans(conn, source, target),
         other_models=_count(conn, sql.SQL("SELECT count(*) FROM {} WHERE model <> %s").format(target.ident), key),
         runs=len(live_holders(conn, target)),
+        tracked=tracked,
+        queue_depth=depth,
+        queue_age_s=age,
     )
 
 

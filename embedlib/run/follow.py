@@ -96,12 +96,19 @@ def follow(
     poll_s: float,
     wakeups: Wakeups,
     on_cycle: Callable[[IngestReport], None] | None = None,
+    *,
+    every_cycle: bool = False,
 ) -> IngestReport:
     """``run_once`` until ``stop`` is set: after each change ``wakeups`` hears of, and at least every
-    ``poll_s``. ``on_cycle`` is given the report of every run that did something. The sum of them."""
+    ``poll_s``. ``on_cycle`` is given the report of every run that did something (``every_cycle``:
+    of every run). The sum of them."""
+
+    def tell(report: IngestReport) -> None:
+        if on_cycle is not None and (every_cycle or report.did_something):
+            on_cycle(report)
+
     first = run_once()
-    if on_cycle is not None and first.did_something:
-        on_cycle(first)
+    tell(first)
     total = dataclasses.replace(first)  # the sum, apart from the first run's own report
     while not total.stopped:
         wakeups.wait(stop, poll_s)
@@ -109,7 +116,6 @@ def follow(
             break
         report = run_once()
         total.merge(report)
-        if on_cycle is not None and report.did_something:
-            on_cycle(report)
+        tell(report)
     total.stopped = True  # asked to stop: what a stop under way left is pending for the next run
     return total

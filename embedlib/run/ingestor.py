@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -84,12 +85,14 @@ class Ingestor:
             if self._owns_executor:
                 self.executor.shutdown()
 
-    def follow(self, on_cycle: Callable[[IngestReport], None] | None = None) -> IngestReport:
+    def follow(
+        self, on_cycle: Callable[[IngestReport], None] | None = None, *, every_cycle: bool = False
+    ) -> IngestReport:
         """Embed what is pending, then keep the table in step until ``stop()``, with the model
         loaded: on a tracked table (``track()``) each change wakes it (LISTEN/NOTIFY), and it
         embeds what the change queue holds; it also looks every ``poll_interval_s``, which on an
         untracked table scans the source. ``on_cycle`` is given the report of every run that did
-        something. Returns the sum of them."""
+        something (``every_cycle``: of every run, for a status line or metrics). Returns the sum."""
         s = self.settings
         dsn = resolve_dsn(s.dsn)
         conn = connect(dsn, autocommit=True)
@@ -98,7 +101,8 @@ class Ingestor:
         finally:
             conn.close()
         try:
-            return follow(lambda: self._run_once(None), self._stop, s.poll_interval_s, wakeups, on_cycle)
+            run = functools.partial(self._run_once, None)
+            return follow(run, self._stop, s.poll_interval_s, wakeups, on_cycle, every_cycle=every_cycle)
         finally:
             wakeups.close()
             self._stop.clear()
