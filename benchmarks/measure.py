@@ -76,9 +76,12 @@ class Database:
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
 
     def close(self) -> None:
-        beside = ("embeddings", "original", *(f"embedding_{kind}" for kind in SIDE_TABLES))
+        beside = ("embeddings", "original", *(f"embedding_{kind}" for kind in (*SIDE_TABLES, "queue")))
         self.drop(*(f"{t}_{kind}" for t in self._tables for kind in beside))
         self.drop(*self._tables)
+        with self.conn.cursor() as cur:  # change capture's function, where a table was tracked
+            for table in self._tables:
+                cur.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(f"{table}_embedding_track")))
         self.conn.close()
 
 

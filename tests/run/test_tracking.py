@@ -4,9 +4,12 @@ and leave the target as a fresh full run would."""
 from __future__ import annotations
 
 import hashlib
+import signal
+import subprocess
+import sys
 import threading
+import time
 
-import pytest
 from psycopg2 import sql
 
 from embedlib import Ingestor
@@ -114,7 +117,7 @@ def test_untrack_leaves_no_trigger_function_or_queue(conn, tables):
 
 
 def test_a_follower_wakes_on_a_change_and_a_burst_ends_with_the_last_text(conn, tables):
-    table, ingestor = tracked_table(conn, tables, [f"sentence number {i}" for i in range(10)])
+    table, _ = tracked_table(conn, tables, [f"sentence number {i}" for i in range(10)])
     follower = Ingestor(table=table, model=HashEncoder(), dsn=conn.dsn, poll_interval_s=600)
     cycles: list[IngestReport] = []
     thread = threading.Thread(target=follower.follow, kwargs={"on_cycle": cycles.append})
@@ -132,8 +135,8 @@ def test_a_follower_wakes_on_a_change_and_a_burst_ends_with_the_last_text(conn, 
     assert all(c.tracked for c in cycles) and queue_depth(conn, table) == 0
 
 
-@pytest.mark.parametrize("followers", [2])
-def test_followers_and_a_plain_run_share_a_tracked_table_encoding_each_changed_text_once(conn, tables, followers):
+def test_followers_and_a_plain_run_share_a_tracked_table_encoding_each_changed_text_once(conn, tables):
+    followers = 2
     table, _ = tracked_table(conn, tables, [f"sentence number {i}" for i in range(100)])
     reports: list[IngestReport] = []
     lock = threading.Lock()
@@ -167,3 +170,41 @@ def test_followers_and_a_plain_run_share_a_tracked_table_encoding_each_changed_t
             thread.join(timeout=60)
     assert sum(r.rows for r in reports) == 300
     assert sum(r.encoded for r in reports) == 150
+
+
+FOLLOWER = """
+import sys
+from embedlib import Ingestor
+from embedlib.testing import HashEncoder
+Ingestor(sys.argv[1], table=sys.argv[2], model=HashEncoder(), batch_size=8, poll_interval_s=600).follow()
+"""
+
+
+def start_follower(dsn: str, table: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", FOLLOWER, dsn, table], stdout=subprocess.DEVNULL)
+
+
+def test_a_follower_killed_mid_stream_loses_nothing_when_another_starts(dsn, conn, tables):
+    table, _ = tracked_table(conn, tables, [f"sentence number {i}" for i in range(10)])
+    follower = start_follower(dsn, table)
+    try:
+        for n in range(400):
+            execute(conn, "INSERT INTO {} (id, text) VALUES (%s, %s)", table, 100 + n, f"streamed text {n}")
+            if n == 200:
+                wait_for_vectors(conn, table, at_least=50)
+                follower.send_signal(signal.SIGKILL)  # mid-stream: whatever it held is let go
+                follower.wait(timeout=30)
+        assert queue_depth(conn, table) > 0  # changes made while no follower runs...
+        follower = start_follower(dsn, table)
+        wait_until_in_step(conn, table, timeout_s=120)  # ...are embedded by the next one
+    finally:
+        follower.kill()
+        follower.wait(timeout=30)
+    assert queue_depth(conn, table) == 0
+
+
+def wait_for_vectors(conn, table: str, at_least: int, timeout_s: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while len(target_rows(conn, table)) < 10 + at_least:
+        assert time.monotonic() < deadline, "the follower embeds nothing"
+        time.sleep(0.02)
