@@ -16,11 +16,13 @@ older text's vector could land last). Its write gives the entry back
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import psycopg2.errors
 import psycopg2.extensions
 from psycopg2 import sql
 
@@ -30,6 +32,9 @@ if TYPE_CHECKING:
     from embedlib.db.relations import Relation
 
 Cursor = psycopg2.extensions.cursor
+
+# The error of a queue dropped under a run (``embedlib untrack``): it has no entries for the run.
+_GONE = psycopg2.errors.UndefinedTable
 
 # Runs hold a session advisory lock in this space, on their own key, for as long as they live
 # (see source.sharing): the queue and the sharing tables both tell live holders by it.
@@ -65,47 +70,81 @@ class ChangeQueue:
         listen before the table is tracked, and short enough for any name."""
         return "embedlib_" + hashlib.md5(self.label.encode("utf-8")).hexdigest()[:20]
 
-    def claim(self, conn: Connection, holder: int, size: int) -> dict[str, int]:
-        """Hold up to ``size`` entries no live run holds, lowest ids first: id -> seq."""
+    def claim(self, conn: Connection, holder: int, size: int, up_to_seq: int | None = None) -> dict[str, int]:
+        """Hold up to ``size`` entries no live run holds (queued by ``up_to_seq``, if given), lowest
+        ids first: id -> seq. None if the queue is gone (untracked under the run)."""
         statement = sql.SQL(
-            "WITH free AS (SELECT id FROM {queue} WHERE holder IS NULL OR holder NOT IN ({live}) "
-            "ORDER BY id LIMIT %(size)s FOR UPDATE SKIP LOCKED) "
+            "WITH free AS (SELECT id FROM {queue} WHERE (holder IS NULL OR holder NOT IN ({live})) "
+            "AND seq <= coalesce(%(up_to)s, seq) ORDER BY id LIMIT %(size)s FOR UPDATE SKIP LOCKED) "
             "UPDATE {queue} q SET holder = %(me)s FROM free WHERE q.id = free.id RETURNING q.id::text, q.seq"
         ).format(queue=self.ident, live=LIVE_HOLDERS)
-        with transaction(conn):
-            return dict(fetch_all(conn, statement, {"size": size, "me": holder}))
+        parameters = {"size": size, "me": holder, "up_to": up_to_seq}
+        with contextlib.suppress(_GONE), transaction(conn):
+            return dict(fetch_all(conn, statement, parameters))
+        return {}
 
-    def held(self, conn: Connection, holder: int, ids: Sequence[str]) -> dict[str, int]:
+    def seqs_held(self, conn: Connection, holder: int, ids: Sequence[str]) -> dict[str, int]:
         """The entries among ``ids`` that ``holder`` holds, with their current seq: id -> seq."""
         statement = sql.SQL(
             "SELECT id::text, seq FROM {queue} WHERE holder = %s AND id = ANY (CAST(%s AS {id_type}[]))"
         ).format(queue=self.ident, id_type=sql.SQL(self.id_type))
-        return dict(fetch_all(conn, statement, (holder, list(ids))))
+        with contextlib.suppress(_GONE):
+            return dict(fetch_all(conn, statement, (holder, list(ids))))
+        return {}
 
-    def dequeue(self, cur: Cursor, holder: int, ids: Sequence[str], seqs: Sequence[int]) -> None:
-        """In the caller's transaction: remove the entries ``(id, seq)``, and give back those of
-        ``ids`` that changed again since (a new seq), for a later claim to read their new text."""
+    def last_seq(self, conn: Connection) -> int | None:
+        """The newest entry's seq (None: an empty queue); a plain run goes no further, so that a
+        table written to all the time does not keep it running."""
+        with contextlib.suppress(_GONE):
+            return fetch_all(conn, sql.SQL("SELECT max(seq) FROM {}").format(self.ident))[0][0]
+        return None
+
+    def settle(self, cur: Cursor, holder: int, ids: Sequence[str], seqs: Sequence[int]) -> list[str]:
+        """In the caller's transaction, before it writes the rows ``ids``: remove their entries
+        ``(id, seq)``, and return the ids whose entry it removed: only those may be written. The
+        others changed again since they were read (a new seq, or a change not committed yet), and
+        are given back for a later claim to read their new text; or their entries are gone (a
+        TRUNCATE, a retried write whose first commit went through)."""
         ids = list(ids)
         parameters = {"ids": ids, "seqs": list(seqs), "me": holder}
         cur.execute(
             sql.SQL(
-                "DELETE FROM {queue} q USING unnest(CAST(%(ids)s AS {id_type}[]), %(seqs)s::int8[]) AS d(id, seq) "
-                "WHERE q.id = d.id AND q.seq = d.seq"
+                "DELETE FROM {queue} q WHERE (q.id, q.seq) IN (SELECT x.id, x.seq FROM {queue} x "
+                "JOIN unnest(CAST(%(ids)s AS {id_type}[]), %(seqs)s::int8[]) AS d(id, seq) "
+                "ON x.id = d.id AND x.seq = d.seq FOR UPDATE OF x SKIP LOCKED) RETURNING q.id::text"
             ).format(queue=self.ident, id_type=sql.SQL(self.id_type)),
             parameters,
         )
-        if cur.rowcount < len(ids):
+        settled = [row_id for (row_id,) in cur.fetchall()]
+        if len(settled) < len(ids):
             cur.execute(
                 sql.SQL(
-                    "UPDATE {queue} SET holder = NULL WHERE holder = %(me)s AND id = ANY (CAST(%(ids)s AS {id_type}[]))"
+                    "UPDATE {queue} SET holder = NULL WHERE id IN (SELECT id FROM {queue} WHERE holder = %(me)s "
+                    "AND id = ANY (CAST(%(ids)s AS {id_type}[])) FOR UPDATE SKIP LOCKED)"
                 ).format(queue=self.ident, id_type=sql.SQL(self.id_type)),
                 parameters,
             )
+        return settled
+
+    def add(self, cur: Cursor, ids: Sequence[str]) -> None:
+        """In the caller's transaction: queue ``ids`` that have no entry (rows a full pass failed
+        on: the queue is how a tracked table's runs find them to try again)."""
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {queue} (id) SELECT DISTINCT unnest(CAST(%s AS {id_type}[])) ON CONFLICT (id) DO NOTHING"
+            ).format(queue=self.ident, id_type=sql.SQL(self.id_type)),
+            (list(ids),),
+        )
 
     def release(self, conn: Connection, holder: int) -> None:
-        """Give back every entry ``holder`` still holds (rows that failed, or a run that stopped)."""
-        with transaction(conn), conn.cursor() as cur:
-            cur.execute(sql.SQL("UPDATE {} SET holder = NULL WHERE holder = %s").format(self.ident), (holder,))
+        """Give back every entry ``holder`` still holds (rows that failed, or a run that stopped);
+        one being queued again now is left: its holder's end frees it anyway."""
+        statement = sql.SQL(
+            "UPDATE {queue} SET holder = NULL WHERE id IN (SELECT id FROM {queue} WHERE holder = %s "
+            "FOR UPDATE SKIP LOCKED)"
+        ).format(queue=self.ident)
+        with contextlib.suppress(_GONE), transaction(conn), conn.cursor() as cur:
+            cur.execute(statement, (holder,))
 
     def depth(self, conn: Connection) -> tuple[int, float | None]:
         """Entries waiting, and the age in seconds of the oldest (None: none)."""

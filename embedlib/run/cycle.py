@@ -33,7 +33,7 @@ from embedlib.run.steps import EncodeSpec, EncodeStep, WriteStep
 from embedlib.source.counts import count_given_up, duplicate_counts
 from embedlib.source.reader import Retries
 from embedlib.source.rows import PendingRow
-from embedlib.source.sharing import Sharing, live_holders
+from embedlib.source.sharing import Sharing
 from embedlib.store.sink import Sink
 from embedlib.store.tracking import synced
 from embedlib.store.upkeep import (
@@ -165,24 +165,35 @@ class _Run:
                 stop=self.stop,
                 bar=bar,
             )
-            if prepared.full_pass:
+            reads_queue = tracked and not prepared.full_pass
+            if prepared.full_pass and (not tracked or self._resync_is_mine()):
                 passes.run(dataclasses.replace(options), limit)
-                self._after_full_pass(limit)
-            if tracked and not self.stop.is_set() and (limit is None or not prepared.full_pass):
+                reads_queue = tracked and self._after_resync(limit)
+            if reads_queue and not self.stop.is_set():
                 passes = dataclasses.replace(passes, from_queue=True)
                 passes.run(dataclasses.replace(options), limit)
         report.write_s += sum(removal_s)
         self._upkeep(duplicates, passes.touched)
 
-    def _after_full_pass(self, limit: int | None) -> None:
-        """On a tracked table, a full pass that covered the whole source (no limit, no stop, and no
-        other run of this model still on it) makes the queue the way in from now on."""
-        tracking, target = self.prepared.tracking, self.prepared.target
-        if tracking is None or limit is not None or self.stop.is_set():
-            return
-        others = self.session.run(lambda conn: live_holders(conn, target)) - {self.sharing.key}
-        if not others:
-            self.session.run(lambda conn: synced(conn, target, tracking.resync, self.prepared.model_key))
+    def _resync_is_mine(self) -> bool:
+        """Whether this run makes the full pass a tracked table is due (after track or a TRUNCATE).
+        One run makes it, alone, so that when it ends the whole source was read (runs sharing it
+        would each skip what the others leased, whether they finished it or not); the others wait
+        for it and read nothing meanwhile, the queue included."""
+        mine = self.session.run(lambda conn: self.sharing.lock_resync(conn))
+        if not mine:
+            self.report.notes.append("another run is reading the whole table after track or TRUNCATE; try again soon")
+        return mine
+
+    def _after_resync(self, limit: int | None) -> bool:
+        """Once the full pass has read the whole source (no limit, no stop), runs read the queue
+        again; True if so, and this run goes on to read it."""
+        tracking = self.prepared.tracking
+        if tracking is None or tracking.resync is None or limit is not None or self.stop.is_set():
+            return False
+        marker = tracking.resync
+        self.session.run(lambda conn: synced(conn, self.prepared.target, marker))
+        return True
 
     def _upkeep(self, duplicates: dict[str, int], touched: set[str]) -> None:
         started = time.perf_counter()
@@ -201,8 +212,9 @@ class _Run:
         target, holder = self.prepared.target, self.sharing.key
         ids, hashes = [row.id for row in rows], [str(row.text_hash) for row in rows]
         seqs = [row.seq for row in rows if row.seq is not None]
-        dequeue = (lambda cur: target.queue.dequeue(cur, holder, ids, seqs)) if seqs else None
-        self.session.run(lambda conn: skip_blank(conn, target, ids, hashes, dequeue))
+        assert not seqs or len(seqs) == len(rows), "a window is read from the queue or from the source"
+        settle = (lambda cur: target.queue.settle(cur, holder, ids, seqs)) if seqs else None
+        self.session.run(lambda conn: skip_blank(conn, target, ids, hashes, settle))
 
     def _on_covered(self, removal_s: list[float], after: str | None, last: str | None) -> None:
         started = time.perf_counter()

@@ -10,13 +10,16 @@ from embedlib.encode.base import resolve_encoder
 from embedlib.encode.identity import model_identity
 from embedlib.errors import SchemaError
 from embedlib.options import Settings
+from embedlib.redaction import get_logger
 from embedlib.source.counts import count_null_ids
 from embedlib.source.reader import Retries, count_pending
 from embedlib.source.tables import inspect_source
 from embedlib.store.provenance import claim_target, model_key, served_target
 from embedlib.store.schema import check_dtype, ensure_side_tables, ensure_target, target_name
-from embedlib.store.tracking import Tracking, check_privileges, tracking
+from embedlib.store.tracking import Tracking, check_privileges, request_resync, tracking
 from embedlib.store.upkeep import clear_resolved_errors
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,8 @@ def prepare(conn: Connection, settings: Settings, retries: Retries) -> Prepared:
         if s.metrics_only and target is None:
             raise SchemaError(f"table {s.target_table!r} does not exist yet: run ingest without --metrics-only")
         counts = None
-        tracked = tracking(conn, source, target) if target is not None and not s.metrics_only else None
-        full_pass = tracked is None or tracked.resync is not None or tracked.model != key
+        tracked = _tracking_for(conn, source, target, key) if target is not None and not s.metrics_only else None
+        full_pass = tracked is None or tracked.resync is not None
         if target is not None and not full_pass:
             queued = target.queue.depth(conn)[0]
             counts = (queued, queued)  # what the queue names: no scan of the source
@@ -81,6 +84,22 @@ def prepare(conn: Connection, settings: Settings, retries: Retries) -> Prepared:
             counts = count_pending(conn, source, target, key, retries)
         null_ids = count_null_ids(conn, source)
         return Prepared(source, target, key, counts[0], counts[1], null_ids, tracked, full_pass)
+
+
+def _tracking_for(conn: Connection, source: SourceTable, target: TargetTable, key: str | None) -> Tracking | None:
+    """The target's tracking if this run reads the change queue: it is the tracked model's, and
+    the triggers are all there. Otherwise the run passes over the whole source, as on an untracked
+    table, and asks for a full pass of the tracked model's next run: this run rewrites vectors
+    behind the queue's back (another model's), or changes went unseen (triggers disabled)."""
+    found = tracking(conn, source, target)
+    if found is None:
+        return None
+    if found.intact and found.model == key:
+        return found
+    request_resync(conn, target)
+    if not found.intact:
+        log.warning("the triggers tracking %s are missing or disabled: reading the whole table", source.label)
+    return None
 
 
 def tracked_target(conn: Connection, source: SourceTable, settings: Settings) -> TargetTable:

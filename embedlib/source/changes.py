@@ -19,6 +19,7 @@ change (old texts and new ones): their frequency is refreshed after the run.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -78,16 +79,22 @@ class QueueReader:
     def __iter__(self) -> Iterator[list[PendingRow]]:
         remaining = self._limit
         given = iter(self._spans) if self._spans is not None else None
+        # What was queued when the pass began: a table written to all the time does not keep a
+        # run going (a follower's next run takes the rest).
+        up_to = self._session.run(self._queue.last_seq) if given is None else None
         while remaining is None or remaining > 0:
             started = time.perf_counter()
             if given is not None:
                 ids = next(given, None)
                 if ids is None:
                     break
-                entries = self._session.run(lambda conn: self._queue.held(conn, self._holder, ids))  # noqa: B023
+                entries = self._session.run(lambda conn: self._queue.seqs_held(conn, self._holder, ids))  # noqa: B023
             else:
                 size = self._window_size if remaining is None else min(self._window_size, remaining)
-                entries = self._session.run(lambda conn: self._queue.claim(conn, self._holder, size))  # noqa: B023
+                if up_to is None:
+                    break
+                claim = functools.partial(self._queue.claim, holder=self._holder, size=size, up_to_seq=up_to)
+                entries = self._session.run(claim)
                 if not entries:
                     break
             window = self._sort(entries)
@@ -129,4 +136,4 @@ class QueueReader:
 
     def _dequeue(self, conn: Connection, entries: dict[str, int]) -> None:
         with transaction(conn), conn.cursor() as cur:
-            self._queue.dequeue(cur, self._holder, list(entries), list(entries.values()))
+            self._queue.settle(cur, self._holder, list(entries), list(entries.values()))

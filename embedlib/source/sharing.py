@@ -35,6 +35,7 @@ from embedlib.db.relations import SourceTable, TargetTable
 from embedlib.db.session import Connection, fetch_all, transaction
 
 TARGETS = 0x656D63  # advisory lock space serialising lease-taking on one target
+RESYNCS = 0x656D64  # advisory lock space of the run making a tracked target's full pass
 
 
 class Sharing:
@@ -169,6 +170,12 @@ class Sharing:
         with conn.cursor() as cur:
             cur.execute(statement, (self.key, list(text_hashes)))
 
+    def lock_resync(self, conn: Connection) -> bool:
+        """Take the right to make a tracked target's full pass, for as long as ``conn`` lives
+        (the run's reading connection); False if another live run has it."""
+        rows = fetch_all(conn, "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (RESYNCS, self._target_label))
+        return bool(rows[0][0])
+
     def release(self, conn: Connection) -> None:
         """Drop this holder's leases and claims, and those of holders that died (its advisory
         lock goes with its connection)."""
@@ -187,8 +194,12 @@ def _one(cur: Any) -> tuple[Any, ...]:
 
 
 def live_holders(conn: Connection, target: TargetTable) -> set[int]:
-    """The runs alive now that hold leases on ``target``."""
-    if not target.leases.exists(conn):
+    """The runs alive now that hold leases on ``target``, or entries of its change queue."""
+    tables = [target.leases.ident] if target.leases.exists(conn) else []
+    if target.queue.exists(conn):
+        tables.append(target.queue.ident)
+    if not tables:
         return set()
-    query = sql.SQL("SELECT DISTINCT holder FROM {} WHERE holder IN ({})").format(target.leases.ident, LIVE_HOLDERS)
+    holders = sql.SQL(" UNION ").join(sql.SQL("SELECT holder FROM {}").format(table) for table in tables)
+    query = sql.SQL("SELECT DISTINCT holder FROM ({}) h WHERE holder IN ({})").format(holders, LIVE_HOLDERS)
     return {int(holder) for (holder,) in fetch_all(conn, query)}

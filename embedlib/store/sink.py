@@ -32,7 +32,10 @@ class Sink:
     Every write is one unit of the session: if the connection is lost, the
     whole transaction is run again on a new one. That is safe: a COPY whose
     commit went through unacknowledged meets its own rows the second time
-    and falls back to the upsert, which writes the same values again.
+    and falls back to the upsert, which writes the same values again; rows
+    from a change queue are written only while their entries are there to
+    take (``db.queue.ChangeQueue.settle``), so a retried write of them, or
+    one whose rows changed again since, writes nothing.
     """
 
     def __init__(
@@ -44,8 +47,9 @@ class Sink:
         reconnect_s: float = DEFAULT_RECONNECT_S,
         holder: int | None = None,
     ) -> None:
-        """``holder``: the run's key (``sharing.Sharing.key``), for rows read from the change queue
-        (see ``db.queue``): their entries leave it in the transaction that writes them."""
+        """``holder``: on a tracked table, the run's key (``sharing.Sharing.key``): rows read from
+        the change queue (see ``db.queue``) are written in the transaction that takes their entries
+        off it, and rows that fail are queued to be tried again."""
         self._target = target
         self._model = model
         self._holder = holder
@@ -90,17 +94,17 @@ class Sink:
         COPY straight into the target does it, as fast as the database can
         load rows. Otherwise (or if a row appeared since) the rows go through
         a staging table and an upsert. ``seqs``: the rows' change queue
-        entries, which leave the queue in the same transaction.
+        entries; only the rows whose entry is still there are written (see
+        the class), through the upsert, in the transaction that removes it.
         """
-        then = self._dequeuing(ids, seqs)
         # The norm of the vector as stored: a halfvec's is its float16 values' (as
         # write_metrics recomputes it, and as reused vectors come back).
         stored = vectors.astype(np.float16).astype(np.float32) if self._target.vector_type == "halfvec" else vectors
         norms = np.linalg.norm(stored, axis=1)
         columns = _embedding_columns(self._target, vectors, norms, frequencies, text_hashes, metrics)
-        if new_rows:
+        if new_rows and seqs is None:
             data = self._insert_payload(ids, columns, metrics)
-            if data is not None and self._session.run(lambda conn: self._insert(conn, data, then)):
+            if data is not None and self._session.run(lambda conn: self._insert(conn, data)):
                 return
         staged = copybin.payload([*columns, copybin.text(ids)])
         stage_columns = f"embedding {self._target.embedding_type}, norm float4, frequency int4, {_METRIC_STAGE_COLUMNS}"
@@ -112,23 +116,30 @@ class Sink:
                    NULLIF(s.token_count, %(unknown)s),
                    CASE WHEN s.token_count = %(unknown)s THEN NULL ELSE s.truncated END,
                    s.norm, s.frequency, now()
-            FROM pg_temp.{stage} s
+            FROM pg_temp.{stage} s {settled}
             ON CONFLICT (id) DO UPDATE SET
                 embedding = EXCLUDED.embedding, model = EXCLUDED.model, text_hash = EXCLUDED.text_hash,
                 char_length = EXCLUDED.char_length, token_count = EXCLUDED.token_count,
                 truncated = EXCLUDED.truncated, norm = EXCLUDED.norm, frequency = EXCLUDED.frequency,
                 embedded_at = EXCLUDED.embedded_at
             """
-        ).format(target=self._target.ident, id_type=sql.SQL(self._target.id_type), stage=_STAGE)
-        self._session.run(lambda conn: self._copy_and_run(conn, _STAGE, stage_columns, staged, upsert, then))
+        ).format(
+            target=self._target.ident,
+            id_type=sql.SQL(self._target.id_type),
+            stage=_STAGE,
+            settled=sql.SQL("WHERE s.id = ANY (%(settled)s::text[])" if seqs is not None else ""),
+        )
+        settle = self._settling(ids, seqs)
+        self._session.run(lambda conn: self._copy_and_run(conn, _STAGE, stage_columns, staged, upsert, settle))
 
-    def _dequeuing(self, ids: Sequence[str], seqs: Sequence[int] | None) -> Callable[[Cursor], None] | None:
-        """What removes the queue entries of rows written, in the writing transaction."""
+    def _settling(self, ids: Sequence[str], seqs: Sequence[int] | None) -> Callable[[Cursor], list[str]] | None:
+        """What takes the queue entries of rows to write off the queue, in the writing transaction,
+        and says which rows may be written."""
         if seqs is None:
             return None
         assert self._holder is not None, "rows from a change queue need the run's holder key"
         holder, queue = self._holder, self._target.queue
-        return lambda cur: queue.dequeue(cur, holder, ids, seqs)
+        return lambda cur: queue.settle(cur, holder, ids, seqs)
 
     def _insert_payload(self, ids: Sequence[str], columns: list[copybin.Column], metrics: TextMetrics) -> bytes | None:
         """The COPY payload of rows for the target itself, or None if this fast path cannot encode them."""
@@ -137,7 +148,7 @@ class Sink:
             return None  # an id type or a NULL this fast path does not encode
         return copybin.payload([*columns, copybin.constant_text(self._model, len(ids)), id_column])
 
-    def _insert(self, conn: Connection, data: bytes, then: Callable[[Cursor], None] | None) -> bool:
+    def _insert(self, conn: Connection, data: bytes) -> bool:
         """COPY rows straight into the target; False (and nothing written) if one of them is there already."""
         copy = sql.SQL(
             "COPY {target} (embedding, norm, frequency, text_hash, char_length, token_count, truncated, model, id) "
@@ -145,20 +156,12 @@ class Sink:
         ).format(target=self._target.ident)
         # One COPY is atomic on its own: run outside a transaction block, it saves
         # the BEGIN and COMMIT round trips (half the batch's time from a distant database).
-        # With queue entries to remove as well, it takes a transaction.
-        conn.autocommit = then is None
+        conn.autocommit = True
         try:
             with conn.cursor() as cur:
                 cur.copy_expert(copy, io.BytesIO(data), size=len(data))
-                if then is not None:
-                    then(cur)
-                    conn.commit()
         except psycopg2.errors.UniqueViolation:
-            rollback_quietly(conn)
             return False  # a row appeared since it was read (another ingestor, a retried COPY): upsert
-        except BaseException:
-            rollback_quietly(conn)
-            raise
         finally:
             if not conn.closed:
                 conn.autocommit = False
@@ -212,6 +215,8 @@ class Sink:
         def record(conn: Connection) -> None:
             with transaction(conn), conn.cursor() as cur:
                 cur.execute(upsert, parameters)
+                if self._holder is not None:  # tracked: a row a full pass failed on is found through the queue
+                    self._target.queue.add(cur, ids)
                 if then is not None:
                     then(conn, text_hashes)
 
@@ -224,15 +229,16 @@ class Sink:
         columns: str,
         data: bytes,
         statement: sql.Composed,
-        then: Callable[[Cursor], None] | None = None,
+        settle: Callable[[Cursor], list[str]] | None = None,
     ) -> None:
         self._stage(conn, stage, columns)
         try:
             with conn.cursor() as cur:
                 cur.copy_expert(sql.SQL("COPY pg_temp.{} FROM STDIN (FORMAT binary)").format(stage), io.BytesIO(data))
-                cur.execute(statement, {"model": self._model, "unknown": UNKNOWN_TOKENS})
-                if then is not None:
-                    then(cur)
+                parameters: dict[str, object] = {"model": self._model, "unknown": UNKNOWN_TOKENS}
+                if settle is not None:
+                    parameters["settled"] = settle(cur)
+                cur.execute(statement, parameters)
             conn.commit()  # ON COMMIT DELETE ROWS empties the stage
         except BaseException:
             rollback_quietly(conn)

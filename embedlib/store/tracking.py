@@ -2,17 +2,13 @@
 
 ``track`` installs, beside the target, the queue ``<stem>_queue`` and one
 function ``<stem>_track()``, and on the source four statement-level
-triggers calling it: after INSERT, UPDATE and DELETE (each reading the
-statement's transition table: one INSERT into the queue per statement, not
-per row) and after TRUNCATE. An UPDATE queues only rows whose id or text
+triggers calling it (their SQL is in ``triggers``): after INSERT, UPDATE and
+DELETE, and after TRUNCATE. An UPDATE queues only rows whose id or text
 changed. A TRUNCATE empties the queue and asks for a *resync*: a full pass
 over the source, which removes every vector of a row that is gone. ``track``
-asks for one too, so that changes made before it are not missed.
-
-The function is SECURITY DEFINER (whoever writes to the source needs no
-rights on the queue) with a fixed ``search_path``, and every name in it is
-schema-qualified. It never fails the statement that fired it: if queueing
-fails (a column renamed under it, say) it asks for a resync and warns.
+asks for one too, so that changes made before it are not missed; so does a
+run of another model (it rewrites vectors the queue knows nothing of), and
+a run that finds the triggers missing or disabled (changes went unseen).
 
 What the target's ``meta`` table holds for it: ``tracked`` (the model whose
 runs read the queue, as JSON) and ``resync`` (set while a full pass is due).
@@ -31,71 +27,7 @@ from embedlib.db.relations import Relation, SourceTable, TargetTable
 from embedlib.db.session import Connection, fetch_all, qualified, transaction
 from embedlib.errors import SchemaError
 from embedlib.store.schema import side_table_stem, target_name
-
-_EVENTS = {
-    "insert": "AFTER INSERT ON {source} REFERENCING NEW TABLE AS embedlib_new",
-    "update": "AFTER UPDATE ON {source} REFERENCING OLD TABLE AS embedlib_old NEW TABLE AS embedlib_new",
-    "delete": "AFTER DELETE ON {source} REFERENCING OLD TABLE AS embedlib_old",
-    "truncate": "AFTER TRUNCATE ON {source}",
-}
-
-_QUEUE = """
-    CREATE TABLE IF NOT EXISTS {queue} (
-        id {id_type} PRIMARY KEY,
-        seq bigserial NOT NULL,
-        holder int4,
-        queued_at timestamptz NOT NULL DEFAULT clock_timestamp()
-    )
-"""
-
-_REQUEUE = "ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, queued_at = EXCLUDED.queued_at"
-_RESYNC = (
-    "INSERT INTO {meta} (key, value) VALUES ('resync', clock_timestamp()::text) "
-    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
-)
-
-# Texts are compared as text: a json column, say, has no equality of its own.
-_BODY = (
-    """
-BEGIN
-    BEGIN
-        IF TG_OP = 'INSERT' THEN
-            INSERT INTO {queue} (id) SELECT n.{id} FROM embedlib_new n WHERE n.{id} IS NOT NULL """
-    + _REQUEUE
-    + """;
-        ELSIF TG_OP = 'UPDATE' THEN
-            INSERT INTO {queue} (id)
-            SELECT n.{id} FROM embedlib_new n LEFT JOIN embedlib_old o ON o.{id} = n.{id}
-            WHERE n.{id} IS NOT NULL
-                AND (o.{id} IS NULL OR CAST(o.{text} AS text) IS DISTINCT FROM CAST(n.{text} AS text))
-            UNION
-            SELECT o.{id} FROM embedlib_old o LEFT JOIN embedlib_new n ON n.{id} = o.{id}
-            WHERE o.{id} IS NOT NULL AND n.{id} IS NULL """
-    + _REQUEUE
-    + """;
-        ELSIF TG_OP = 'DELETE' THEN
-            INSERT INTO {queue} (id) SELECT o.{id} FROM embedlib_old o WHERE o.{id} IS NOT NULL """
-    + _REQUEUE
-    + """;
-        ELSE
-            DELETE FROM {queue};
-            """
-    + _RESYNC
-    + """;
-        END IF;
-        PERFORM pg_catalog.pg_notify({channel}, '');
-    EXCEPTION WHEN OTHERS THEN
-        -- The application's write goes through whatever happens here: the next run reads the whole table.
-        """
-    + _RESYNC
-    + """;
-        RAISE WARNING 'embedlib could not queue the changes to %: % (the next run reads the whole table)',
-            TG_TABLE_NAME, SQLERRM;
-    END;
-    RETURN NULL;
-END
-"""
-)
+from embedlib.store.triggers import BODY, EVENTS, QUEUE, RESYNC
 
 
 @dataclass(frozen=True)
@@ -104,6 +36,7 @@ class Tracking:
 
     model: str  # the model name (provenance.model_key) whose runs read the queue
     resync: str | None  # set while a full pass over the source is due (after track or a TRUNCATE)
+    intact: bool = True  # False: some of its triggers are gone or disabled, so changes go unseen
 
 
 def channel(conn: Connection, source: SourceTable, target: str | None) -> str:
@@ -115,17 +48,22 @@ def channel(conn: Connection, source: SourceTable, target: str | None) -> str:
 
 
 def tracking(conn: Connection, source: SourceTable, target: TargetTable) -> Tracking | None:
-    """The target's tracking, or None if it is not tracked (or its triggers are gone)."""
+    """The target's tracking, or None if it is not tracked."""
     if not target.meta.exists(conn) or not target.queue.exists(conn):
         return None
-    rows = dict(
-        fetch_all(
-            conn, sql.SQL("SELECT key, value FROM {} WHERE key IN ('tracked', 'resync')").format(target.meta.ident)
-        )
-    )
-    if "tracked" not in rows or _installed_triggers(conn, source, target) < len(_EVENTS):
+    query = sql.SQL("SELECT key, value FROM {} WHERE key IN ('tracked', 'resync')").format(target.meta.ident)
+    rows = dict(fetch_all(conn, query))
+    if "tracked" not in rows:
         return None
-    return Tracking(json.loads(rows["tracked"])["model"], rows.get("resync"))
+    intact = _installed_triggers(conn, source, target) == len(EVENTS)
+    return Tracking(json.loads(rows["tracked"])["model"], rows.get("resync"), intact)
+
+
+def request_resync(conn: Connection, target: TargetTable) -> None:
+    """Ask for a full pass before the queue is read again: changes went unseen (triggers disabled
+    for a while), or another model's run rewrote vectors. In the caller's transaction."""
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL(RESYNC).format(meta=target.meta.ident))
 
 
 def track(conn: Connection, source: SourceTable, target: TargetTable, model: str) -> bool:
@@ -135,21 +73,26 @@ def track(conn: Connection, source: SourceTable, target: TargetTable, model: str
     parts = _parts(conn, source, target)
     with transaction(conn), conn.cursor() as cur:
         _lock(cur, target)
-        complete = _installed_triggers(conn, source, target) == len(_EVENTS) and target.queue.exists(conn)
-        cur.execute(sql.SQL(_QUEUE).format(queue=parts["queue"], id_type=sql.SQL(target.id_type)))
-        body = sql.SQL(_BODY).format(**parts).as_string(conn)
+        before = tracking(conn, source, target)
+        complete = before is not None and before.intact and before.model == model
+        cur.execute(sql.SQL(QUEUE).format(queue=parts["queue"], id_type=sql.SQL(target.id_type)))
+        body = sql.SQL(BODY).format(**parts).as_string(conn)
         cur.execute(
             sql.SQL(
                 "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
                 "SET search_path = pg_catalog, pg_temp AS {body}"
             ).format(function=parts["function"], body=sql.Literal(body))
         )
-        for event, clause in _EVENTS.items():
-            name = sql.Identifier(_trigger_name(target, event))
-            cur.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(name, source.ident))
+        # Trigger functions run whatever EXECUTE says; this keeps others from attaching it elsewhere.
+        cur.execute(sql.SQL("REVOKE EXECUTE ON FUNCTION {}() FROM PUBLIC").format(parts["function"]))
+        present = _trigger_names(conn, source)
+        for event, clause in EVENTS.items():
+            name = _trigger_name(target, event)
+            if name in present:  # dropping one needs the table's owner, whom tracking does not need
+                continue
             cur.execute(
                 sql.SQL("CREATE TRIGGER {name} " + clause + " FOR EACH STATEMENT EXECUTE FUNCTION {function}()").format(
-                    name=name, source=source.ident, function=parts["function"]
+                    name=sql.Identifier(name), source=source.ident, function=parts["function"]
                 )
             )
         cur.execute(
@@ -160,7 +103,7 @@ def track(conn: Connection, source: SourceTable, target: TargetTable, model: str
             (json.dumps({"model": model}),),
         )
         if not complete:
-            cur.execute(sql.SQL(_RESYNC).format(meta=target.meta.ident))
+            cur.execute(sql.SQL(RESYNC).format(meta=target.meta.ident))
     return not complete
 
 
@@ -171,7 +114,7 @@ def untrack(conn: Connection, source: SourceTable, target: TargetTable) -> bool:
     with transaction(conn), conn.cursor() as cur:
         _lock(cur, target)
         found = _installed_triggers(conn, source, target) > 0 or target.queue.exists(conn)
-        for event in _EVENTS:
+        for event in EVENTS:
             cur.execute(
                 sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
                     sql.Identifier(_trigger_name(target, event)), source.ident
@@ -185,14 +128,10 @@ def untrack(conn: Connection, source: SourceTable, target: TargetTable) -> bool:
     return found
 
 
-def synced(conn: Connection, target: TargetTable, marker: str | None, model: str) -> None:
-    """A full pass by ``model``'s run is done: its runs read the queue from now on, and the resync
-    asked for as ``marker`` is done (unless a TRUNCATE asked again since). Commits."""
+def synced(conn: Connection, target: TargetTable, marker: str) -> None:
+    """The full pass asked for as ``marker`` is done: runs read the queue from now on (unless a
+    TRUNCATE, or another model's run, asked again since). Commits."""
     with transaction(conn), conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("UPDATE {} SET value = %s WHERE key = 'tracked'").format(target.meta.ident),
-            (json.dumps({"model": model}),),
-        )
         cur.execute(sql.SQL("DELETE FROM {} WHERE key = 'resync' AND value = %s").format(target.meta.ident), (marker,))
 
 
@@ -205,7 +144,9 @@ def check_privileges(conn: Connection, source: SourceTable, schema: str) -> None
         "current_user FROM pg_class WHERE oid = %s::oid",
         (source.oid, schema, source.oid),
     )[0]
-    if kind not in ("r", "p"):
+    if kind == "p":  # a statement naming a partition would not fire the parent's triggers
+        raise SchemaError(f"{source.label!r} is partitioned: tracking it is not supported; run without tracking")
+    if kind != "r":
         raise SchemaError(f"{source.label!r} is not a table: only a table's changes can be tracked")
     missing = [
         *([f"TRIGGER on {source.label}"] if not may_trigger else []),
@@ -218,13 +159,17 @@ def check_privileges(conn: Connection, source: SourceTable, schema: str) -> None
         )
 
 
+def _trigger_names(conn: Connection, source: SourceTable) -> set[str]:
+    return {name for (name,) in fetch_all(conn, "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::oid", (source.oid,))}
+
+
 def _installed_triggers(conn: Connection, source: SourceTable, target: TargetTable) -> int:
-    """How many of the target's triggers are on the source and enabled."""
+    """How many of the target's triggers are on the source and fire (enabled, and not only for replicas)."""
     query = (
-        "SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::oid AND tgname = ANY (%s) AND tgenabled <> 'D' "
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::oid AND tgname = ANY (%s) AND tgenabled IN ('O', 'A') "
         "AND tgfoid = to_regprocedure(%s)"
     )
-    names = [_trigger_name(target, event) for event in _EVENTS]
+    names = [_trigger_name(target, event) for event in EVENTS]
     function = qualified(target.schema, _function_name(target)).as_string(conn) + "()"
     return int(fetch_all(conn, query, (source.oid, names, function))[0][0])
 

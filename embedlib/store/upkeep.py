@@ -28,10 +28,11 @@ def skip_blank(
     target: TargetTable,
     ids: Sequence[str],
     text_hashes: Sequence[str],
-    dequeue: Callable[[Cursor], None] | None = None,
+    settle: Callable[[Cursor], list[str]] | None = None,
 ) -> None:
-    """Note rows whose text is blank as skipped, and remove the vectors they had (that text is gone);
-    ``dequeue`` removes their change queue entries, in the same transaction. Commits."""
+    """Note rows whose text is blank as skipped, and remove the vectors they had (that text is gone).
+    ``settle``: for rows from the change queue, takes their entries off it in the same transaction
+    and says which rows are still as read (``db.queue.ChangeQueue.settle``): only those. Commits."""
     if not ids:
         return
     id_type = sql.SQL(target.id_type)
@@ -47,22 +48,24 @@ def skip_blank(
         """
     ).format(errors=target.errors.ident, id_type=id_type)
     with transaction(conn), conn.cursor() as cur:
+        if settle is not None:
+            still = set(settle(cur))
+            kept = [position for position, row_id in enumerate(ids) if row_id in still]
+            ids, text_hashes = [ids[p] for p in kept], [text_hashes[p] for p in kept]
         cur.execute(delete, (list(ids),))
         cur.execute(record, (SKIPPED_BLANK, list(ids), list(text_hashes)))
-        if dequeue is not None:
-            dequeue(cur)
 
 
 def remove_gone(conn: Connection, target: TargetTable, holder: int, ids: Sequence[str], seqs: Sequence[int]) -> int:
-    """Remove the vectors and error records of rows deleted from a tracked source, and their change
-    queue entries, in one transaction; vectors removed. Commits."""
+    """Remove the vectors and error records of rows deleted from a tracked source, with their change
+    queue entries, in one transaction (those of rows inserted again since are left); vectors
+    removed. Commits."""
     delete = "DELETE FROM {} WHERE id = ANY (CAST(%s AS {}[]))"
     with transaction(conn), conn.cursor() as cur:
-        cur.execute(sql.SQL(delete).format(target.errors.ident, sql.SQL(target.id_type)), (list(ids),))
-        cur.execute(sql.SQL(delete).format(target.ident, sql.SQL(target.id_type)), (list(ids),))
-        removed = int(cur.rowcount)
-        target.queue.dequeue(cur, holder, ids, seqs)
-    return removed
+        gone = target.queue.settle(cur, holder, ids, seqs)
+        cur.execute(sql.SQL(delete).format(target.errors.ident, sql.SQL(target.id_type)), (gone,))
+        cur.execute(sql.SQL(delete).format(target.ident, sql.SQL(target.id_type)), (gone,))
+        return int(cur.rowcount)
 
 
 def refresh_touched(conn: Connection, target: TargetTable, text_hashes: Collection[str]) -> int:
