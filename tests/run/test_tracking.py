@@ -4,12 +4,14 @@ and leave the target as a fresh full run would."""
 from __future__ import annotations
 
 import hashlib
+import random
 import signal
 import subprocess
 import sys
 import threading
 import time
 
+import pytest
 from psycopg2 import sql
 
 from embedlib import Ingestor
@@ -208,3 +210,40 @@ def wait_for_vectors(conn, table: str, at_least: int, timeout_s: float = 60) -> 
     while len(target_rows(conn, table)) < 10 + at_least:
         assert time.monotonic() < deadline, "the follower embeds nothing"
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_after_any_sequence_of_changes_the_target_equals_a_fresh_full_runs(conn, tables, seed):
+    rng = random.Random(seed)
+    words = ["alpha", "beta", "gamma", "delta", "the same text", "", None]
+    table, ingestor = tracked_table(conn, tables, [f"row {i}" for i in range(1, 31)])
+    next_id = 100
+    for step in range(60):
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT id FROM {} ORDER BY id").format(sql.Identifier(table)))
+            ids = [row_id for (row_id,) in cur.fetchall()]
+        op = rng.choice(
+            ["insert", "update", "update", "same", "delete", "new id"] + (["truncate"] if step == 30 else [])
+        )
+        if op == "insert" or not ids:
+            execute(conn, "INSERT INTO {} (id, text) VALUES (%s, %s)", table, next_id, rng.choice(words))
+            next_id += 1
+        elif op == "update":
+            execute(conn, "UPDATE {} SET text = %s WHERE id = %s", table, rng.choice(words), rng.choice(ids))
+        elif op == "same":
+            execute(conn, "UPDATE {} SET text = text WHERE id = %s", table, rng.choice(ids))
+        elif op == "delete":
+            execute(conn, "DELETE FROM {} WHERE id = %s", table, rng.choice(ids))
+        elif op == "new id":
+            execute(conn, "UPDATE {} SET id = %s WHERE id = %s", table, next_id, rng.choice(ids))
+            next_id += 1
+        else:
+            execute(conn, "TRUNCATE {}", table)
+        if rng.random() < 0.2:
+            ingestor.run()
+    ingestor.run()
+    fresh = f"{table}_fresh"
+    tables.created.extend([fresh, *(f"{fresh}_{kind}" for kind in ("errors", "leases", "claims", "meta"))])
+    Ingestor(table=table, target=fresh, model=HashEncoder(), dsn=conn.dsn).run()
+    assert stored(conn, f"{table}_embeddings") == stored(conn, fresh)
+    assert queue_depth(conn, table) == 0
