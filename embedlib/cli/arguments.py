@@ -4,12 +4,15 @@ option groups several commands take (database, running, source table, target).""
 from __future__ import annotations
 
 import argparse
-from typing import Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from embedlib import redaction
 from embedlib.options import AUTO, OPTIONS, default, env_dsn
 from embedlib.rules import Amount, Anything, Choice, Flag, Name, Text, Whole
 from embedlib.run.executors import EXECUTORS
+
+if TYPE_CHECKING:
+    from embedlib.run.ingestor import Ingestor
 
 
 class Parser(argparse.ArgumentParser):
@@ -74,3 +77,17 @@ def parents() -> Parents:
 
 def dsn_of(args: argparse.Namespace) -> str | None:
     return getattr(args, "dsn", None) or env_dsn()
+
+
+def ingestor_of(args: argparse.Namespace, **options: Any) -> Ingestor:
+    """An Ingestor for the table options of a command (the source and target groups) and ``options``."""
+    from embedlib.run.ingestor import Ingestor
+
+    return Ingestor(
+        dsn_of(args),
+        table=args.table,
+        text_column=args.text_column,
+        id_column=args.id_column,
+        target=args.target,
+        **options,
+    )

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
 
-from embedlib.cli.arguments import Parents, add_option, dsn_of, positive_int
+from embedlib.cli.arguments import Parents, add_option, ingestor_of, positive_int
 from embedlib.options import INDEX_METHODS
-
-if TYPE_CHECKING:
-    from embedlib.run.ingestor import Ingestor
 
 
 def add_parsers(commands: argparse._SubParsersAction, parents: Parents) -> None:
@@ -59,17 +55,3 @@ def run_search(args: argparse.Namespace) -> int:
         else:
             print(f"{match.distance:.4f}  {match.id}  {' '.join(match.text.split())}")
     return 0
-
-
-def ingestor_of(args: argparse.Namespace, **options: Any) -> Ingestor:
-    """An Ingestor for the table options shared by index and search."""
-    from embedlib.run.ingestor import Ingestor
-
-    return Ingestor(
-        dsn_of(args),
-        table=args.table,
-        text_column=args.text_column,
-        id_column=args.id_column,
-        target=args.target,
-        **options,
-    )

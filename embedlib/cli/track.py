@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
-from embedlib.cli.arguments import Parents, add_option, dsn_of
-
-if TYPE_CHECKING:
-    from embedlib.run.ingestor import Ingestor
+from embedlib.cli.arguments import Parents, add_option, ingestor_of
 
 
 def add_parsers(commands: argparse._SubParsersAction, parents: Parents) -> None:
@@ -29,21 +25,8 @@ def add_parsers(commands: argparse._SubParsersAction, parents: Parents) -> None:
     untrack.set_defaults(handler=run_untrack)
 
 
-def _ingestor(args: argparse.Namespace, **options: object) -> Ingestor:
-    from embedlib.run.ingestor import Ingestor
-
-    return Ingestor(
-        dsn_of(args),
-        table=args.table,
-        text_column=args.text_column,
-        id_column=args.id_column,
-        target=args.target,
-        **options,  # type: ignore[arg-type]
-    )
-
-
 def run_track(args: argparse.Namespace) -> int:
-    newly = _ingestor(args, model=args.model, dtype=args.dtype).track()
+    newly = ingestor_of(args, model=args.model, dtype=args.dtype).track()
     if newly:
         print(f"tracking {args.table}: the next run reads the whole table once, then only what changed")
     else:
@@ -52,6 +35,6 @@ def run_track(args: argparse.Namespace) -> int:
 
 
 def run_untrack(args: argparse.Namespace) -> int:
-    was = _ingestor(args).untrack()
+    was = ingestor_of(args).untrack()
     print(f"{args.table} is no longer tracked" if was else f"{args.table} was not tracked")
     return 0
