@@ -137,7 +137,6 @@ class _Run:
             max_tokens=getattr(encoder, "max_tokens", None),
             count_tokens=getattr(encoder, "count_tokens", None),
             metrics_only=s.metrics_only,
-            claim_every_text=tracked,
         )
         spec = EncodeSpec(s.model, target.dimension, target.vector_type, s.metrics_only, s.batch_tokens)
         holder = self.sharing.key if tracked else None
@@ -171,7 +170,8 @@ class _Run:
                 reads_queue = tracked and self._after_resync(limit)
             if reads_queue and not self.stop.is_set():
                 passes = dataclasses.replace(passes, from_queue=True)
-                passes.run(dataclasses.replace(options), limit)
+                # Other runs may read the queue at once, and no run knows the source's counts.
+                passes.run(dataclasses.replace(options, claim_every_text=True), limit)
         report.write_s += sum(removal_s)
         self._upkeep(duplicates, passes.touched)
 

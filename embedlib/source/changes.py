@@ -97,7 +97,7 @@ class QueueReader:
                 entries = self._session.run(claim)
                 if not entries:
                     break
-            window = self._sort(entries)
+            window = self._triage(entries)
             self.seconds += time.perf_counter() - started
             if remaining is not None:
                 remaining -= sum(not is_blank(row.text) for row in window)
@@ -105,7 +105,7 @@ class QueueReader:
             if window:
                 yield window
 
-    def _sort(self, entries: dict[str, int]) -> list[PendingRow]:
+    def _triage(self, entries: dict[str, int]) -> list[PendingRow]:
         """The rows of ``entries`` that need work; the others' entries dealt with here."""
         parameters = {
             "ids": list(entries),
