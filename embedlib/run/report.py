@@ -16,6 +16,7 @@ class BatchResult:
     encode_s: float
     write_s: float
     reconnects: int = 0  # connections lost and made again while writing it
+    truncated: int = 0  # rows written whose text is longer than the model's window (cut to it)
 
 
 @dataclass
@@ -40,6 +41,7 @@ class IngestReport:
     rows: int = 0
     encoded: int = 0
     skipped: int = 0  # NULL, empty or blank text
+    truncated: int = 0  # rows written whose text the model cut at its window: their ends are not searchable
     failed: int = 0  # rows whose text the model failed on (recorded in the errors table)
     removed: int = 0  # vectors of rows deleted from the source, removed from the target
     given_up: int = 0  # rows left out: their text failed max_attempts times in earlier runs
@@ -69,7 +71,7 @@ class IngestReport:
 
     def merge(self, later: IngestReport) -> None:
         """Add a later run's counts and times to this report (following a table: one report in all)."""
-        for name in ("rows", "encoded", "skipped", "failed", "removed", "reconnects"):
+        for name in ("rows", "encoded", "skipped", "truncated", "failed", "removed", "reconnects"):
             setattr(self, name, getattr(self, name) + getattr(later, name))
         for name in ("seconds", "setup_s", "read_s", "encode_s", "write_s"):
             setattr(self, name, getattr(self, name) + getattr(later, name))
@@ -82,6 +84,7 @@ class IngestReport:
         self.rows += batch.rows
         self.encoded += batch.encoded
         self.failed += batch.failed
+        self.truncated += batch.truncated
         self.reconnects += batch.reconnects
         self.encode_s += batch.encode_s
         self.write_s += batch.write_s
@@ -114,6 +117,11 @@ class IngestReport:
             lines.append(
                 f"  left out {self.given_up} rows whose text failed in earlier runs as often as allowed "
                 "(see the errors table; delete a row there to try it again)"
+            )
+        if self.truncated:
+            lines.append(
+                f"  {self.truncated} rows are longer than the model's window and were cut to it: "
+                "the rest of their text is not searchable (see docs/guide.md#long-texts)"
             )
         if self.removed:
             lines.append(f"  removed {self.removed} vectors of rows deleted from the source")

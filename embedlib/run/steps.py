@@ -163,6 +163,7 @@ class WriteStep:
             rows=len(ids),
             encoded=encoded.encoded,
             failed=failed,
+            truncated=int(row_metrics.truncated.sum()),
             encode_s=encoded.encode_s,
             write_s=time.perf_counter() - started,
             reconnects=self._sink.reconnects - reconnects_before,
