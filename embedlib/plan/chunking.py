@@ -1,0 +1,187 @@
+"""Cutting a long text into chunks the model reads whole: pure functions, no database.
+
+A text is cut into *units*: sentences, within paragraphs (a unit too long
+on its own is cut between words). Units are then gathered into chunks of at
+most ``max_tokens`` tokens, as the model's own tokenizer counts them.
+
+Where a chunk ends is decided by the units themselves, not by where the
+text starts, so that an edit moves few boundaries: a chunk may end after a
+unit that ends a paragraph, or whose hash falls in a fixed fraction (about
+one sentence in ``_SENTENCES_PER_BOUNDARY``), once it holds ``min_tokens``;
+it must end before a unit that would take it past ``max_tokens``. After an
+edit, the chunks before it are unchanged, and those after it are again as
+before from the first boundary that the edit did not move: inserting a
+sentence in the middle of a long document changes the chunk it lands in,
+and seldom more than one or two beside it.
+
+Every chunk is a slice of the text, ``text[start:end]``, so its offsets
+point into the source as stored.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+TokenCounter = Callable[[Sequence[str]], Sequence[int]]
+
+# About one sentence in this many may end a chunk: with sentences of 20-30 tokens, chunks of a
+# few sentences (and paragraphs end chunks too).
+_SENTENCES_PER_BOUNDARY = 4
+_PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
+_SENTENCE_END = re.compile(r"(?<=[.!?:;])[\"')\]]*\s+|\n(?=\s*(?:[-*•]|\d+[.)])\s)")
+_WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    position: int  # 0, 1, ... within its text
+    start: int  # character offsets in the text: the chunk is text[start:end]
+    end: int
+    text: str
+    tokens: int  # as the model's tokenizer counts them, special tokens included
+
+
+@dataclass(frozen=True)
+class _Unit:
+    start: int
+    end: int
+    tokens: int  # without the special tokens a count of the text alone adds
+    ends_paragraph: bool
+
+
+def chunk_text(
+    text: str, count_tokens: TokenCounter, max_tokens: int, *, overlap_tokens: int = 0, min_tokens: int | None = None
+) -> list[Chunk]:
+    """``text`` in chunks of at most ``max_tokens`` tokens (one chunk if it fits), cut where it has
+    sentence or paragraph ends. ``overlap_tokens``: each chunk also begins with the last units of
+    the one before, up to that many tokens (the model then sees each boundary in context)."""
+    if max_tokens < 8:
+        raise ValueError(f"chunks of {max_tokens} tokens are too small to hold a sentence's words")
+    overhead = int(count_tokens([""])[0])  # [CLS] and [SEP], say
+    budget = max_tokens - overhead
+    whole = int(count_tokens([text])[0])
+    if whole <= max_tokens or not text.strip():
+        return [Chunk(0, 0, len(text), text, whole)]
+    units = _units(text, count_tokens, overhead, budget)
+    groups = _gather(units, budget, min_tokens if min_tokens is not None else budget // 4, text)
+    chunks = []
+    for position, (first, last) in enumerate(groups):
+        first = _with_overlap(units, first, last, overlap_tokens, budget)
+        start, end = units[first].start, units[last].end
+        tokens = overhead + sum(u.tokens for u in units[first : last + 1])
+        chunks.append(Chunk(position, start, end, text[start:end], tokens))
+    return _checked(chunks, count_tokens, max_tokens)
+
+
+def _units(text: str, count_tokens: TokenCounter, overhead: int, budget: int) -> list[_Unit]:
+    """Sentences (or, for one too long, runs of words) with their offsets and token counts."""
+    spans: list[tuple[int, int, bool]] = []
+    for paragraph in _split(text, _PARAGRAPH, 0, len(text)):
+        sentences = _split(text, _SENTENCE_END, *paragraph)
+        spans.extend((start, end, index == len(sentences) - 1) for index, (start, end) in enumerate(sentences))
+    counts = count_tokens([text[start:end] for start, end, _ in spans])
+    units = []
+    for (start, end, last), count in zip(spans, counts, strict=True):
+        if count - overhead <= budget:
+            units.append(_Unit(start, end, max(int(count) - overhead, 0), last))
+        else:
+            units.extend(_word_runs(text, start, end, last, count_tokens, overhead, budget))
+    return units
+
+
+def _split(text: str, separator: re.Pattern[str], start: int, end: int) -> list[tuple[int, int]]:
+    """The stretches of ``text[start:end]`` between matches of ``separator``, without the whitespace
+    at their ends, as (start, end) offsets; none that is only whitespace."""
+    pieces, at = [], start
+    for match in separator.finditer(text, start, end):
+        pieces.append((at, match.start()))
+        at = match.end()
+    pieces.append((at, end))
+    trimmed = []
+    for first, last in pieces:
+        while first < last and text[first].isspace():
+            first += 1
+        while last > first and text[last - 1].isspace():
+            last -= 1
+        if first < last:
+            trimmed.append((first, last))
+    return trimmed
+
+
+def _word_runs(
+    text: str, start: int, end: int, ends_paragraph: bool, count_tokens: TokenCounter, overhead: int, budget: int
+) -> list[_Unit]:
+    """A unit too long for a chunk, as runs of whole words that fit (a word too long for one, alone)."""
+    words = [(m.start(), m.end()) for m in _WORD.finditer(text, start, end)]
+    counts = [max(int(c) - overhead, 1) for c in count_tokens([text[a:b] for a, b in words])]
+    runs, first, tokens = [], 0, 0
+    for index, count in enumerate(counts):
+        if index > first and tokens + count > budget:
+            runs.append(_Unit(words[first][0], words[index - 1][1], tokens, False))
+            first, tokens = index, 0
+        tokens += count
+    runs.append(_Unit(words[first][0], words[-1][1], tokens, ends_paragraph))
+    return runs
+
+
+def _gather(units: list[_Unit], budget: int, min_tokens: int, text: str) -> list[tuple[int, int]]:
+    """Which units each chunk holds, as (first, last) indexes."""
+    groups, first, tokens = [], 0, 0
+    for index, unit in enumerate(units):
+        if index > first and tokens + unit.tokens > budget:
+            groups.append((first, index - 1))  # it must end here: the next unit does not fit
+            first, tokens = index, 0
+        tokens += unit.tokens
+        if index + 1 < len(units) and tokens >= min_tokens and _may_end(unit, text):
+            groups.append((first, index))
+            first, tokens = index + 1, 0
+    if first < len(units):
+        groups.append((first, len(units) - 1))
+    return groups
+
+
+def _may_end(unit: _Unit, text: str) -> bool:
+    """Whether a chunk may end after ``unit``: decided by the unit alone, wherever it stands."""
+    if unit.ends_paragraph:
+        return True
+    return zlib.crc32(text[unit.start : unit.end].encode("utf-8")) % _SENTENCES_PER_BOUNDARY == 0
+
+
+def _with_overlap(units: list[_Unit], first: int, last: int, overlap_tokens: int, budget: int) -> int:
+    """The first unit of a chunk once the last units of the chunk before are added to its start."""
+    tokens = sum(u.tokens for u in units[first : last + 1])
+    added = 0
+    while first > 0 and overlap_tokens > 0:
+        before = units[first - 1].tokens
+        if added + before > overlap_tokens or tokens + before > budget:
+            break
+        first, added, tokens = first - 1, added + before, tokens + before
+    return first
+
+
+def _checked(chunks: list[Chunk], count_tokens: TokenCounter, max_tokens: int) -> list[Chunk]:
+    """The chunks, counted whole: a tokenizer may count a joined text a token or two above the sum
+    of its parts; a chunk over the limit is cut in two at a unit-free midpoint (rare)."""
+    counts = count_tokens([c.text for c in chunks])
+    if all(int(n) <= max_tokens for n in counts):
+        return [Chunk(c.position, c.start, c.end, c.text, int(n)) for c, n in zip(chunks, counts, strict=True)]
+    fixed: list[Chunk] = []
+    for chunk, count in zip(chunks, counts, strict=True):
+        if int(count) <= max_tokens:
+            fixed.append(Chunk(len(fixed), chunk.start, chunk.end, chunk.text, int(count)))
+            continue
+        middle = _middle_space(chunk.text)
+        for start, end in ((0, middle), (middle, len(chunk.text))):
+            piece, tokens = chunk.text[start:end], int(count_tokens([chunk.text[start:end]])[0])
+            fixed.append(Chunk(len(fixed), chunk.start + start, chunk.start + end, piece, tokens))
+    return fixed
+
+
+def _middle_space(text: str) -> int:
+    """The whitespace nearest the middle of ``text`` (its middle if it has none)."""
+    middle = len(text) // 2
+    spaces = [m.start() for m in re.finditer(r"\s", text)]
+    return min(spaces, key=lambda at: abs(at - middle)) if spaces else middle
