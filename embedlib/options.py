@@ -63,6 +63,15 @@ class Settings:
         flag="--dsn",
     )
     text_column: str = option("text", Name(), "column holding the text (default: %(default)s)", flag="--text-column")
+    # Several columns as one text: each {column} cast to text, NULL as empty (db.relations.parse_template).
+    text_template: str | None = option(
+        None,
+        Text(),
+        "build each row's text from several columns, as '{title}\\n\\n{body}' (NULL as empty); "
+        "instead of --text-column",
+        flag="--text-template",
+        metavar="TEMPLATE",
+    )
     id_column: str = option("id", Name(), "unique id column (default: %(default)s)", flag="--id-column")
     target: str | None = option(
         None, Name(), "table for vectors and metrics (default: TABLE_embeddings)", flag="--target"

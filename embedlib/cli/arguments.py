@@ -68,6 +68,7 @@ def parents() -> Parents:
     source = Parser(add_help=False)
     source.add_argument("table", help=OPTIONS["table"].help)
     add_option(source, "text_column")
+    add_option(source, "text_template")
     add_option(source, "id_column")
     target = Parser(add_help=False)
     add_option(target, "target")
@@ -87,6 +88,7 @@ def ingestor_of(args: argparse.Namespace, **options: Any) -> Ingestor:
         dsn_of(args),
         table=args.table,
         text_column=args.text_column,
+        text_template=args.text_template,
         id_column=args.id_column,
         target=args.target,
         **options,

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     points = bench.sweep(
         dsn,
-        bench.Source(args.table, args.text_column, args.id_column),
+        bench.Source(args.table, args.text_column, args.id_column, args.text_template),
         regime=regime,
         batch_sizes=[args.batch_size],
         workers=bench.worker_counts(args.max_workers),

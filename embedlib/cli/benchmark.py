@@ -123,6 +123,7 @@ class Source:
     table: str
     text_column: str = "text"
     id_column: str = "id"
+    text_template: str | None = None
 
 
 def measure(
@@ -144,6 +145,7 @@ def measure(
             dsn,
             table=source.table,
             text_column=source.text_column,
+            text_template=source.text_template,
             id_column=source.id_column,
             target=target,
             model=model,
@@ -174,7 +176,7 @@ def drop_scratch(dsn: str, source: Source, target: str) -> None:
     """Drop a scratch target and the tables beside it (named after it: see store.schema.side_table_stem)."""
     conn = connect(dsn, autocommit=True)
     try:
-        schema = inspect_source(conn, source.table, source.id_column, source.text_column).schema
+        schema = inspect_source(conn, source.table, source.id_column, source.text_column, source.text_template).schema
         with conn.cursor() as cur:
             for name in (target, *(f"{target}_{kind}" for kind in SIDE_TABLES)):
                 cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, name)))

@@ -24,7 +24,18 @@ INGEST_FLAGS = (
     "poll_interval_s",
 )
 # Settings that come from the shared groups, under the same names.
-SHARED = ("dsn", "table", "text_column", "id_column", "target", "model", "executor", "workers", "ray_address")
+SHARED = (
+    "dsn",
+    "table",
+    "text_column",
+    "text_template",
+    "id_column",
+    "target",
+    "model",
+    "executor",
+    "workers",
+    "ray_address",
+)
 
 
 def add_parser(commands: argparse._SubParsersAction, parents: Parents) -> None:

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     conn = connect(resolve_dsn(dsn_of(args)), autocommit=True)
     try:
-        source = inspect_source(conn, args.table, args.id_column, args.text_column)
+        source = inspect_source(conn, args.table, args.id_column, args.text_column, args.text_template)
         found = status(conn, source, args.target, args.model, args.max_attempts)
     finally:
         conn.close()

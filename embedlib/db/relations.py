@@ -8,13 +8,14 @@ the catalog or composed with ``sql.Identifier``.
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 
 from psycopg2 import sql
 
 from embedlib.db.queue import ChangeQueue
 from embedlib.db.session import Connection, fetch_all, qualified
-from embedlib.errors import SchemaError
+from embedlib.errors import ConfigError, SchemaError
 from embedlib.options import VECTOR_TYPES
 
 MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names
@@ -39,6 +40,10 @@ class Relation:
         return bool(fetch_all(conn, "SELECT to_regclass(%s) IS NOT NULL", (self.ident.as_string(conn),))[0][0])
 
 
+# A text template as parsed (see parse_template): literal text, then a column name or None.
+Template = tuple[tuple[str, str | None], ...]
+
+
 @dataclass(frozen=True)
 class SourceTable(Relation):
     id_column: str
@@ -46,6 +51,28 @@ class SourceTable(Relation):
     id_type: str  # as format_type prints it, e.g. 'bigint' or 'character varying(20)'
     id_nullable: bool = False  # a UNIQUE id column may hold NULLs: those rows cannot be keyed (see source)
     oid: int = 0  # the table itself, whatever it is called later (see provenance)
+    template: Template = ()  # several columns as one text (--text-template); () for text_column alone
+    template_text: str | None = None  # the template as given
+
+    @property
+    def text_label(self) -> str:
+        """What the text is made of, for messages and the target's record of what it serves."""
+        return self.template_text if self.template_text is not None else self.text_column
+
+    def text_sql(self, alias: str | None = None) -> sql.Composable:
+        """The row's text as an SQL expression on the source's columns (of ``alias``, if given): its
+        text column, as text, or its template's columns, each as text, NULL as empty, joined."""
+
+        def column(name: str) -> sql.Composable:
+            return sql.SQL("CAST({} AS text)").format(sql.Identifier(alias, name) if alias else sql.Identifier(name))
+
+        if not self.template:
+            return column(self.text_column)
+        parts: list[sql.Composable] = []
+        for literal, name in self.template:
+            parts.extend([sql.Literal(literal)] if literal else [])
+            parts.extend([column(name)] if name is not None else [])
+        return sql.SQL("concat({})").format(sql.SQL(", ").join(parts))
 
 
 @dataclass(frozen=True)
@@ -90,6 +117,34 @@ class TargetTable(Relation):
     def queue(self) -> ChangeQueue:
         """The ids of source rows changed since they were embedded, on a tracked table (store.tracking)."""
         return ChangeQueue(Relation(self.schema, f"{self.stem}_queue"), self.id_type)
+
+
+def parse_template(template: str) -> Template:
+    r"""``'{title}\n\n{body}'`` as (literal, column) pairs. A backslash and ``n`` (or ``t``), as a
+    shell passes them, stand for a newline (a tab); ``{{`` and ``}}`` for braces."""
+    text = template.replace("\\n", "\n").replace("\\t", "\t")
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ConfigError(f"text template {template!r}: {exc}", option="text_template") from None
+    parts: list[tuple[str, str | None]] = []
+    for literal, name, spec, conversion in parsed:
+        if name == "" or spec or conversion:
+            raise ConfigError(
+                f"text template {template!r}: write each column as {{name}}, with no format or conversion",
+                option="text_template",
+            )
+        if "%" in literal:
+            raise ConfigError(
+                f"text template {template!r} holds a '%', which psycopg2 cannot pass in a statement",
+                option="text_template",
+            )
+        parts.append((literal, name))
+    if not any(name for _, name in parts):
+        raise ConfigError(
+            f"text template {template!r} names no column: write one as {{column}}", option="text_template"
+        )
+    return tuple(parts)
 
 
 def check_percent(name: str, what: str) -> None:

@@ -62,14 +62,14 @@ def nearest(
     literal = "[" + ",".join(repr(float(x)) for x in vector) + "]"
     statement = sql.SQL(
         """
-        SELECT s.{id}, s.{text}, t.embedding {operator} CAST(%(query)s AS {vector_type}) AS distance
+        SELECT s.{id}, {text}, t.embedding {operator} CAST(%(query)s AS {vector_type}) AS distance
         FROM {target} t JOIN {source} s ON s.{id} = t.id
         WHERE t.model = %(model)s
         ORDER BY t.embedding {operator} CAST(%(query)s AS {vector_type}) LIMIT %(k)s
         """
     ).format(
         id=sql.Identifier(source.id_column),
-        text=sql.Identifier(source.text_column),
+        text=source.text_sql("s"),
         operator=sql.SQL(OPERATORS[metric]),
         vector_type=sql.SQL(target.vector_type),  # the query's type must be the column's for its index to be used
         target=target.ident,

@@ -21,9 +21,8 @@ from embedlib.rules import Whole
 from embedlib.run.cycle import run_once
 from embedlib.run.executors import Executor, make_executor
 from embedlib.run.follow import Wakeups, follow
-from embedlib.run.prepare import tracked_target
+from embedlib.run.prepare import source_of, tracked_target
 from embedlib.run.report import IngestReport
-from embedlib.source.tables import inspect_source
 from embedlib.store.provenance import model_key, served_target
 from embedlib.store.tracking import channel, track, untrack
 
@@ -97,7 +96,7 @@ class Ingestor:
         dsn = resolve_dsn(s.dsn)
         conn = connect(dsn, autocommit=True)
         try:  # listening before the first run: no change after it goes unheard
-            wakeups = Wakeups(dsn, channel(conn, inspect_source(conn, s.table, s.id_column, s.text_column), s.target))
+            wakeups = Wakeups(dsn, channel(conn, source_of(conn, s), s.target))
         finally:
             conn.close()
         try:
@@ -126,7 +125,7 @@ class Ingestor:
         s = self.settings
         conn = connect(resolve_dsn(s.dsn), autocommit=True)
         try:
-            source = inspect_source(conn, s.table, s.id_column, s.text_column)
+            source = source_of(conn, s)
             target = tracked_target(conn, source, s)
             key = model_key(conn, target, model_identity(s.model))
             assert key is not None
@@ -140,7 +139,7 @@ class Ingestor:
         s = self.settings
         conn = connect(resolve_dsn(s.dsn), autocommit=True)
         try:
-            source = inspect_source(conn, s.table, s.id_column, s.text_column)
+            source = source_of(conn, s)
             target = served_target(conn, source, s.target)
             return target is not None and untrack(conn, source, target)
         finally:
@@ -166,7 +165,7 @@ class Ingestor:
         s = self.settings
         conn = connect(resolve_dsn(s.dsn), autocommit=True)
         try:
-            source = inspect_source(conn, s.table, s.id_column, s.text_column)
+            source = source_of(conn, s)
             return status(conn, source, s.target, s.model, s.max_attempts)
         finally:
             conn.close()
@@ -186,7 +185,7 @@ class Ingestor:
     def _embedded_tables(self, conn: Connection) -> tuple[SourceTable, TargetTable]:
         """The source and its target, which must exist: search and index need stored vectors."""
         s = self.settings
-        source = inspect_source(conn, s.table, s.id_column, s.text_column)
+        source = source_of(conn, s)
         target = served_target(conn, source, s.target)
         if target is None:
             raise SchemaError(f"table {s.target_table!r} does not exist yet: run embedlib ingest first")

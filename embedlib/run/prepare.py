@@ -48,7 +48,7 @@ def prepare(conn: Connection, settings: Settings, retries: Retries) -> Prepared:
     """
     s = settings
     with transaction(conn):
-        source = inspect_source(conn, s.table, s.id_column, s.text_column)
+        source = source_of(conn, s)
         identity = model_identity(s.model)
         target = served_target(conn, source, s.target)
         key = None
@@ -84,6 +84,12 @@ def prepare(conn: Connection, settings: Settings, retries: Retries) -> Prepared:
             counts = count_pending(conn, source, target, key, retries)
         null_ids = count_null_ids(conn, source)
         return Prepared(source, target, key, counts[0], counts[1], null_ids, tracked, full_pass)
+
+
+def source_of(conn: Connection, settings: Settings) -> SourceTable:
+    """The source the settings name (its table, id column, and text column or template), checked."""
+    s = settings
+    return inspect_source(conn, s.table, s.id_column, s.text_column, s.text_template)
 
 
 def _tracking_for(conn: Connection, source: SourceTable, target: TargetTable, key: str | None) -> Tracking | None:

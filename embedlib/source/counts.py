@@ -31,12 +31,12 @@ def count_given_up(conn: Connection, source: SourceTable, target: TargetTable, r
     """Rows left out because their text failed ``max_attempts`` times (in the errors table)."""
     query = sql.SQL(
         "SELECT count(*) FROM {errors} e JOIN {source} s ON s.{id} = e.id "
-        "WHERE e.attempts >= %s AND e.text_hash = md5(s.{text})"
+        "WHERE e.attempts >= %s AND e.text_hash = md5({text})"
     ).format(
         errors=target.errors.ident,
         source=source.ident,
         id=sql.Identifier(source.id_column),
-        text=sql.Identifier(source.text_column),
+        text=source.text_sql("s"),
     )
     return int(fetch_all(conn, query, (retries.max_attempts,))[0][0])
 
@@ -49,5 +49,5 @@ def duplicate_counts(conn: Connection, source: SourceTable) -> dict[str, int]:
     """
     query = sql.SQL(
         "SELECT md5({text}), count(*) FROM {source} WHERE {text} IS NOT NULL GROUP BY 1 HAVING count(*) > 1"
-    ).format(text=sql.Identifier(source.text_column), source=source.ident)
+    ).format(text=source.text_sql(), source=source.ident)
     return {text_hash: int(n) for text_hash, n in fetch_all(conn, query)}

@@ -45,11 +45,9 @@ _ALL = sql.SQL("TRUE")
 def rows_of(source: SourceTable, where: sql.Composable = _ALL) -> sql.Composed:
     """The source's rows as ``(id, text)``, whatever its columns are called (one column may be both),
     its text as ``text`` (a ``char(n)``'s padding is not text), and never a row without an id."""
-    return sql.SQL(
-        "(SELECT {id} AS id, CAST({text} AS text) AS text FROM {source} WHERE {id} IS NOT NULL AND {where})"
-    ).format(
+    return sql.SQL("(SELECT {id} AS id, {text} AS text FROM {source} WHERE {id} IS NOT NULL AND {where})").format(
         id=sql.Identifier(source.id_column),
-        text=sql.Identifier(source.text_column),
+        text=source.text_sql(),
         source=source.ident,
         where=where,
     )

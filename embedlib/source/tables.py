@@ -5,14 +5,19 @@ Type names come from the catalog's own ``format_type``, which quotes what needs 
 
 from __future__ import annotations
 
-from embedlib.db.relations import SourceTable, check_percent, columns_of, find_relation
+from embedlib.db.relations import SourceTable, check_percent, columns_of, find_relation, parse_template
 from embedlib.db.session import Connection, fetch_all
 from embedlib.errors import SchemaError
 
 
-def inspect_source(conn: Connection, table: str, id_column: str, text_column: str) -> SourceTable:
-    """Check that ``table`` exists with a unique id column and a text column (the same column may be both)."""
-    for column, what in ((id_column, "id column"), (text_column, "text column")):
+def inspect_source(
+    conn: Connection, table: str, id_column: str, text_column: str, template: str | None = None
+) -> SourceTable:
+    """Check that ``table`` exists with a unique id column and a text column (the same column may be
+    both); or, given a ``template`` (``relations.parse_template``), the columns it names, of any type."""
+    parts = parse_template(template) if template is not None else ()
+    text_columns = [name for _, name in parts if name is not None] or [text_column]
+    for column, what in ((id_column, "id column"), *((c, "text column") for c in text_columns)):
         check_percent(column, what)
     found = find_relation(conn, table)
     if found is None:
@@ -21,11 +26,11 @@ def inspect_source(conn: Connection, table: str, id_column: str, text_column: st
     check_percent(name, "table name")
     check_percent(schema, "schema name")
     columns = columns_of(conn, oid)
-    for column in (id_column, text_column):
+    for column in (id_column, *text_columns):
         if column not in columns:
             raise SchemaError(f"table {table!r} has no column {column!r} (it has: {', '.join(sorted(columns))})")
-    _, text_type, text_category = columns[text_column]
-    if text_category != "S":
+    _, text_type, text_category = columns[text_columns[0]]
+    if not parts and text_category != "S":  # a template's columns may be of any type: each is cast to text
         raise SchemaError(f"column {text_column!r} of table {table!r} is {text_type}, not a text type")
     id_attnum, id_type, _ = columns[id_column]
     kind, children, not_null = fetch_all(
@@ -46,7 +51,17 @@ def inspect_source(conn: Connection, table: str, id_column: str, text_column: st
             "does not cover, so ids may repeat; embed each child table on its own"
         )
     _check_unique(conn, table, oid, kind, id_column, id_attnum)
-    return SourceTable(schema, name, id_column, text_column, id_type, id_nullable=not not_null, oid=oid)
+    return SourceTable(
+        schema,
+        name,
+        id_column,
+        text_columns[0],
+        id_type,
+        id_nullable=not not_null,
+        oid=oid,
+        template=parts,
+        template_text=template,
+    )
 
 
 def _check_unique(conn: Connection, table: str, oid: int, kind: str, id_column: str, id_attnum: int) -> None:

@@ -30,7 +30,7 @@ def served_target(conn: Connection, source: SourceTable, target: str | None) -> 
 
 
 def _owner(source: SourceTable) -> str:
-    return json.dumps([source.schema, source.name, source.id_column, source.text_column, source.oid])
+    return json.dumps([source.schema, source.name, source.id_column, source.text_label, source.oid])
 
 
 def _recorded_owner(conn: Connection, target: TargetTable) -> str | None:
@@ -56,11 +56,11 @@ def check_owner(conn: Connection, target: TargetTable, source: SourceTable) -> N
         return
     schema, name, id_column, text_column, *rest = json.loads(recorded)
     same_table = (schema, name) == (source.schema, source.name) or (rest and rest[0] == source.oid)
-    if same_table and (id_column, text_column) == (source.id_column, source.text_column):
+    if same_table and (id_column, text_column) == (source.id_column, source.text_label):
         return
     raise SchemaError(
         f"target {target.label!r} holds the vectors of {schema}.{name} (id {id_column!r}, text {text_column!r}), "
-        f"not of {source.label} (id {source.id_column!r}, text {source.text_column!r}); choose another --target"
+        f"not of {source.label} (id {source.id_column!r}, text {source.text_label!r}); choose another --target"
     )
 
 
@@ -69,10 +69,10 @@ _SAMPLE = 100  # target rows compared with the source when the target has no rec
 
 def _check_rows_match(conn: Connection, target: TargetTable, source: SourceTable) -> None:
     query = sql.SQL(
-        "SELECT count(*), count(*) FILTER (WHERE md5(CAST(s.{text} AS text)) = t.text_hash) "
+        "SELECT count(*), count(*) FILTER (WHERE md5({text}) = t.text_hash) "
         "FROM (SELECT id, text_hash FROM {target} LIMIT %s) t LEFT JOIN {source} s ON s.{id} = t.id"
     ).format(
-        text=sql.Identifier(source.text_column),
+        text=source.text_sql("s"),
         target=target.ident,
         source=source.ident,
         id=sql.Identifier(source.id_column),

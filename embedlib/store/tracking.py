@@ -180,7 +180,8 @@ def _parts(conn: Connection, source: SourceTable, target: TargetTable) -> dict[s
         "meta": target.meta.ident,
         "function": qualified(target.schema, _function_name(target)),
         "id": sql.Identifier(source.id_column),
-        "text": sql.Identifier(source.text_column),
+        "old_text": source.text_sql("o"),
+        "new_text": source.text_sql("n"),
         "channel": sql.Literal(target.queue.channel),
     }
 

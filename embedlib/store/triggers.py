@@ -33,16 +33,17 @@ RESYNC = (
 
 _REQUEUE = "ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, queued_at = EXCLUDED.queued_at"
 
-# An update queues rows whose text changed (compared as text: a json column has no equality of
-# its own) and, where the id changed, the old id (gone) and the new one. DISTINCT: a deferrable
-# unique id may hold one id twice within a statement.
+# An update queues rows whose text changed ({old_text} and {new_text}: the text as
+# relations.SourceTable.text_sql builds it, of each version of the row) and, where the id
+# changed, the old id (gone) and the new one. DISTINCT: a deferrable unique id may hold one id
+# twice within a statement.
 _CHANGES = {
     "INSERT": "SELECT DISTINCT n.{id} FROM embedlib_new n WHERE n.{id} IS NOT NULL",
     "UPDATE": (
         "SELECT n.{id} FROM embedlib_new n "
         "LEFT JOIN embedlib_old o ON CAST(o.{id} AS text) = CAST(n.{id} AS text) "
         "WHERE n.{id} IS NOT NULL "
-        "AND (o.{id} IS NULL OR CAST(o.{text} AS text) IS DISTINCT FROM CAST(n.{text} AS text)) "
+        "AND (o.{id} IS NULL OR {old_text} IS DISTINCT FROM {new_text}) "
         "UNION SELECT o.{id} FROM embedlib_old o "
         "LEFT JOIN embedlib_new n ON CAST(n.{id} AS text) = CAST(o.{id} AS text) "
         "WHERE o.{id} IS NOT NULL AND n.{id} IS NULL"
