@@ -139,6 +139,22 @@ class Settings:
         "recall cost in docs/performance.md); default: the existing target's type, else float",
         flag="--dtype",
     )
+    # Long texts (plan.chunking): a chunked target holds one row per chunk, from its creation.
+    chunk_tokens: int | None = option(
+        None,
+        Whole(8),
+        "cut texts longer than this many tokens (the model's tokenizer counts) into chunks, each embedded; "
+        "a new target is then chunked (default: the existing target's way, else no chunks)",
+        flag="--chunk-tokens",
+        metavar="N",
+    )
+    chunk_overlap: int = option(
+        0,
+        Whole(0),
+        "with --chunk-tokens: each chunk also begins with up to this many tokens of the one before",
+        flag="--chunk-overlap",
+        metavar="M",
+    )
     max_attempts: int = option(
         3,
         Whole(1),

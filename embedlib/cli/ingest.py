@@ -20,6 +20,8 @@ INGEST_FLAGS = (
     "index",
     "metric",
     "dtype",
+    "chunk_tokens",
+    "chunk_overlap",
     "metrics_only",
     "poll_interval_s",
 )

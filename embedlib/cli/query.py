@@ -51,7 +51,10 @@ def run_search(args: argparse.Namespace) -> int:
             # NaN (a stored vector with no direction, from before such vectors were refused) is null:
             # JSON has no NaN.
             distance = match.distance if math.isfinite(match.distance) else None
-            print(json.dumps({"id": match.id, "text": match.text, "distance": distance}, default=str))
-        else:
-            print(f"{match.distance:.4f}  {match.id}  {' '.join(match.text.split())}")
+            found = {"id": match.id, "text": match.text, "distance": distance}
+            if match.chunk is not None:  # a chunked target: where in the text the best chunk is
+                found.update(chunk=match.chunk, start=match.start, end=match.end, snippet=match.snippet)
+            print(json.dumps(found, default=str))
+        else:  # the chunk that matched, on a chunked target: a long text whole is no answer to read
+            print(f"{match.distance:.4f}  {match.id}  {' '.join(match.snippet.split())}")
     return 0

@@ -82,6 +82,13 @@ class TargetTable(Relation):
     # Tables beside the target are named <stem>_errors, _leases, _claims (see side_table_stem).
     stem: str
     vector_type: str = "vector"  # a value of VECTOR_TYPES
+    # One row per chunk of a row's text (plan.chunking), keyed (id, chunk), not one per row. The
+    # row's own columns (text_hash, model, char_length, token_count, frequency) are on each.
+    chunked: bool = False
+
+    def first_chunk(self, alias: str) -> sql.Composable:
+        """The condition that picks one row of the target per source row: its first chunk."""
+        return sql.SQL("{}.chunk = 0").format(sql.Identifier(alias)) if self.chunked else sql.SQL("TRUE")
 
     @property
     def dtype(self) -> str:

@@ -19,6 +19,25 @@ from embedlib.source.rows import PendingRow
 
 
 @dataclass(frozen=True)
+class ChunkRows:
+    """The target rows of a chunked batch, one per (source row, chunk), arrays of equal length."""
+
+    ids: list[str]  # the source row's id, repeated for each of its chunks
+    chunk: np.ndarray  # the chunk's position in its text
+    start: np.ndarray  # its character offsets in the text
+    end: np.ndarray
+    chunk_hash: list[str]
+    chunk_tokens: np.ndarray
+    text_index: np.ndarray  # the position of its text in Batch.texts, or -1 where reused
+    reuse_index: np.ndarray  # its row in ``reused``, or -1 where encoded
+    reused: np.ndarray  # stored vectors of the chunks that need no model
+    row: np.ndarray  # which source row of the batch it belongs to: an index into Batch.ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
 class Batch:
     """Distinct texts to encode (or whose vectors are known), and every row that holds one of them."""
 
@@ -31,6 +50,13 @@ class Batch:
     new_rows: bool = False  # no row of the batch was in the target when read: a plain COPY can insert them
     token_counts: np.ndarray | None = None  # one per distinct text, when the planner counted them
     seqs: list[int] | None = None  # one per row, on a tracked table: its change queue entry's (see db.queue)
+    # A chunked target's batch (plan.documents): ``texts`` are the chunk texts to encode (with
+    # ``token_counts``), ``text_hashes``, ``frequencies`` and ``documents`` (with their
+    # ``document_tokens``) are per distinct document, which ``text_index`` maps each row to, and
+    # ``chunks`` the target rows to write.
+    chunks: ChunkRows | None = None
+    documents: list[str] | None = None
+    document_tokens: np.ndarray | None = None
 
     @property
     def rows(self) -> int:

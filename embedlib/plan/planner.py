@@ -26,6 +26,7 @@ import numpy as np
 from embedlib.db.relations import TargetTable
 from embedlib.db.session import Session
 from embedlib.plan.batching import Batch, TextGroup, batch_of, group_by_text, make_batches
+from embedlib.plan.documents import cut, document_batches
 from embedlib.source.changes import QueueReader
 from embedlib.source.reader import PendingReader, Span, has_vectors, stored_vectors
 from embedlib.source.rows import PendingRow, is_blank
@@ -48,6 +49,9 @@ class PlanOptions:
     # How many texts sent to the encoder are remembered: enough to cover every
     # batch in flight (a window's worth and the executor's queues) several times.
     recent_hashes: int = 50_000
+    # A chunked target: texts longer than this are cut into chunks (plan.chunking), each embedded.
+    chunk_tokens: int | None = None
+    chunk_overlap: int = 0
 
 
 class Planner:
@@ -104,6 +108,9 @@ class Planner:
         if options.metrics_only:
             yield from self._cut(groups)
             return
+        if options.chunk_tokens is not None:
+            yield from self._plan_documents(groups)
+            return
 
         # A target that held no vector of this model when the run began, and that
         # no other run is writing to, can only hold the vectors of texts this run
@@ -128,6 +135,38 @@ class Planner:
             vectors = np.stack([stored[g.text_hash] for g in part])
             yield batch_of(part, self._frequencies, vectors)
         yield from self._cut(to_encode)
+
+    def _plan_documents(self, groups: list[TextGroup]) -> Iterator[Batch]:
+        """A chunked target's batches: each text cut into chunks, each distinct chunk encoded once,
+        a chunk stored already (here or in another document) reused; a document with a chunk in
+        flight, or claimed by another run, is deferred whole, as a row's text is."""
+        options = self._options
+        assert options.chunk_tokens is not None and options.count_tokens is not None
+        documents = cut(groups, options.count_tokens, options.chunk_tokens, options.chunk_overlap)
+        hashes = {h for d in documents for h in d.hashes}
+        look_up_all = self._had_vectors or self._sharing.others_seen
+        candidates = [h for h in hashes if look_up_all or h in self._sent]
+        stored = self._session.run(
+            lambda conn: stored_vectors(conn, self._target, self._model, candidates, chunks=True)
+        )
+        new = sorted(h for h in hashes if h not in stored)
+        mine = set(new)
+        if options.claim_every_text and options.respect_claims and new:
+            mine = self._session.run(lambda conn: self._sharing.claim_texts(conn, new))
+        kept = []
+        for document in documents:
+            waiting = [h for h in document.hashes if h not in stored and (h not in mine or self._in_flight(h))]
+            if waiting:
+                self.deferred += document.rows
+            else:
+                kept.append(document)
+                for digest in document.hashes:
+                    if digest not in stored:
+                        self._remember(digest)
+        yield from document_batches(kept, options.batch_size, stored, self._frequencies)
+
+    def _in_flight(self, text_hash: str) -> bool:
+        return self._options.defer_in_flight and text_hash in self._sent
 
     def _claimed(self, groups: list[TextGroup]) -> list[TextGroup]:
         """The groups this run may encode: other runs may hold rows with the same text only

@@ -38,8 +38,17 @@ MAX_EF_SEARCH = 1000  # pgvector refuses a larger hnsw.ef_search
 
 class Match(NamedTuple):
     id: Any
-    text: str
+    text: str  # the row's whole text
     distance: float
+    # On a chunked target, the chunk that matched best: its place, and its offsets in ``text``.
+    chunk: int | None = None
+    start: int | None = None
+    end: int | None = None
+
+    @property
+    def snippet(self) -> str:
+        """The part of the text that matched: the chunk's, or the text's whole."""
+        return self.text if self.start is None else self.text[self.start : self.end]
 
 
 def nearest(
@@ -60,14 +69,7 @@ def nearest(
     Whole(1).check("k", k)
     name, vector = _embedded_query(conn, target, model, query)
     literal = "[" + ",".join(repr(float(x)) for x in vector) + "]"
-    statement = sql.SQL(
-        """
-        SELECT s.{id}, {text}, t.embedding {operator} CAST(%(query)s AS {vector_type}) AS distance
-        FROM {target} t JOIN {source} s ON s.{id} = t.id
-        WHERE t.model = %(model)s
-        ORDER BY t.embedding {operator} CAST(%(query)s AS {vector_type}) LIMIT %(k)s
-        """
-    ).format(
+    statement = sql.SQL(_CHUNKS if target.chunked else _ROWS).format(
         id=sql.Identifier(source.id_column),
         text=source.text_sql("s"),
         operator=sql.SQL(OPERATORS[metric]),
@@ -75,10 +77,12 @@ def nearest(
         target=target.ident,
         source=source.ident,
     )
-    parameters = {"query": literal, "model": name, "k": k}
+    # A chunked target's nearest chunks may hold several of one row's: look at more of them.
+    candidates = k * _CHUNKS_PER_ROW if target.chunked else k
+    parameters = {"query": literal, "model": name, "k": k, "candidates": candidates}
     with transaction(conn), conn.cursor() as cur:
         # SET LOCAL: for this query only, and harmless where no index is used.
-        cur.execute("SET LOCAL hnsw.ef_search = %s", (min(max(40, k), MAX_EF_SEARCH),))
+        cur.execute("SET LOCAL hnsw.ef_search = %s", (min(max(40, candidates), MAX_EF_SEARCH),))
         cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         cur.execute("SET LOCAL ivfflat.iterative_scan = relaxed_order")
         cur.execute(statement, parameters)
@@ -86,10 +90,31 @@ def nearest(
         if len(rows) < k:  # the index gave what it could: the exact answer, by a scan of every row
             cur.execute("SET LOCAL enable_indexscan = off")
             cur.execute("SET LOCAL enable_seqscan = on")
-            cur.execute(statement, parameters)
+            cur.execute(statement, {**parameters, "candidates": None})  # LIMIT NULL: every chunk
             rows = cur.fetchall()
     # relaxed_order may return neighbours slightly out of order: put them in order
     return sorted((Match(*row) for row in rows), key=lambda match: match.distance)
+
+
+_ROWS = """
+    SELECT s.{id}, {text}, t.embedding {operator} CAST(%(query)s AS {vector_type}) AS distance
+    FROM {target} t JOIN {source} s ON s.{id} = t.id
+    WHERE t.model = %(model)s
+    ORDER BY t.embedding {operator} CAST(%(query)s AS {vector_type}) LIMIT %(k)s
+"""
+# Each row once, by its nearest chunk, among the nearest chunks (by the index, where there is one).
+_CHUNKS = """
+    SELECT s.{id}, {text}, b.distance, b.chunk, b.start_char, b.end_char
+    FROM (SELECT DISTINCT ON (c.id) c.id, c.chunk, c.start_char, c.end_char, c.distance
+          FROM (SELECT t.id, t.chunk, t.start_char, t.end_char,
+                       t.embedding {operator} CAST(%(query)s AS {vector_type}) AS distance
+                FROM {target} t WHERE t.model = %(model)s
+                ORDER BY t.embedding {operator} CAST(%(query)s AS {vector_type}) LIMIT %(candidates)s) c
+          ORDER BY c.id, c.distance) b
+    JOIN {source} s ON s.{id} = b.id
+    ORDER BY b.distance LIMIT %(k)s
+"""
+_CHUNKS_PER_ROW = 8
 
 
 def check_model(conn: Connection, target: TargetTable, model: str | None, label: str) -> None:

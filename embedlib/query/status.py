@@ -86,7 +86,11 @@ def status(conn: Connection, source: SourceTable, target_name: str | None, model
         given_up=count_given_up(conn, source, target, retries),
         null_ids=null_ids,
         orphans=_orphans(conn, source, target),
-        other_models=_count(conn, sql.SQL("SELECT count(*) FROM {} WHERE model <> %s").format(target.ident), key),
+        other_models=_count(
+            conn,
+            sql.SQL("SELECT count(*) FROM {} t WHERE model <> %s AND {}").format(target.ident, target.first_chunk("t")),
+            key,
+        ),
         runs=len(live_holders(conn, target)),
         tracked=tracked,
         queue_depth=depth,
@@ -100,8 +104,9 @@ def _count(conn: Connection, query: sql.Composable, *params: Any) -> int:
 
 def _embedded(conn: Connection, source: SourceTable, target: TargetTable, key: str) -> int:
     query = sql.SQL(
-        "SELECT count(*) FROM {rows} s JOIN {target} t ON t.id = s.id WHERE t.model = %s AND t.text_hash = md5(s.text)"
-    ).format(rows=rows_of(source), target=target.ident)
+        "SELECT count(*) FROM {rows} s JOIN {target} t ON t.id = s.id AND {first} "
+        "WHERE t.model = %s AND t.text_hash = md5(s.text)"
+    ).format(rows=rows_of(source), target=target.ident, first=target.first_chunk("t"))
     return _count(conn, query, key)
 
 

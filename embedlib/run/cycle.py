@@ -34,6 +34,8 @@ from embedlib.source.counts import count_given_up, duplicate_counts
 from embedlib.source.reader import Retries
 from embedlib.source.rows import PendingRow
 from embedlib.source.sharing import Sharing
+from embedlib.store.chunk_sink import ChunkSink
+from embedlib.store.chunks import check_chunking
 from embedlib.store.sink import Sink
 from embedlib.store.tracking import synced
 from embedlib.store.upkeep import (
@@ -132,11 +134,16 @@ class _Run:
         if prepared.full_pass:
             duplicates = self.session.run(lambda conn: duplicate_counts(conn, prepared.source))
         encoder = resolve_encoder(s.model) if prepared.to_encode else None  # loaded already if so
+        chunking = prepared.chunking
+        if chunking is not None and encoder is not None:
+            check_chunking(encoder, chunking)
         options = PlanOptions(
             batch_size=s.batch_size,
             max_tokens=getattr(encoder, "max_tokens", None),
             count_tokens=getattr(encoder, "count_tokens", None),
             metrics_only=s.metrics_only,
+            chunk_tokens=chunking.tokens if chunking is not None else None,
+            chunk_overlap=chunking.overlap if chunking is not None else 0,
         )
         spec = EncodeSpec(s.model, target.dimension, target.vector_type, s.metrics_only, s.batch_tokens)
         holder = self.sharing.key if tracked else None
@@ -237,7 +244,7 @@ def _writer(
     holder: int | None,
 ) -> WriteStep:
     """A writer thread's step, with its own connection (made here, in the thread, at its first batch)."""
-    sink = Sink(dsn, target, model_key, reconnect_s=reconnect_s, holder=holder)
+    sink = (ChunkSink if target.chunked else Sink)(dsn, target, model_key, reconnect_s=reconnect_s, holder=holder)
     return WriteStep(sink, encoder, errors_label=target.errors.label, on_failed=sharing.release_texts)
 
 

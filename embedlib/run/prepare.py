@@ -14,6 +14,7 @@ from embedlib.redaction import get_logger
 from embedlib.source.counts import count_null_ids
 from embedlib.source.reader import Retries, count_pending
 from embedlib.source.tables import inspect_source
+from embedlib.store.chunks import Chunking, check_chunking, chunking_of, record_chunking
 from embedlib.store.provenance import claim_target, model_key, served_target
 from embedlib.store.schema import check_dtype, ensure_side_tables, ensure_target, target_name
 from embedlib.store.tracking import Tracking, check_privileges, request_resync, tracking
@@ -36,6 +37,7 @@ class Prepared:
     # A tracked table's run reads its change queue, and its pending rows are the queue's entries;
     # but a full pass comes first after track or a TRUNCATE, or for another model's run.
     full_pass: bool = True
+    chunking: Chunking | None = None  # how texts are cut into chunks, on a chunked target
 
 
 def prepare(conn: Connection, settings: Settings, retries: Retries) -> Prepared:
@@ -51,6 +53,7 @@ def prepare(conn: Connection, settings: Settings, retries: Retries) -> Prepared:
         source = source_of(conn, s)
         identity = model_identity(s.model)
         target = served_target(conn, source, s.target)
+        chunking = chunking_of(conn, target, s.chunk_tokens, s.chunk_overlap)
         key = None
         if target is not None:
             check_dtype(target, s.dtype)
@@ -74,16 +77,13 @@ def prepare(conn: Connection, settings: Settings, retries: Retries) -> Prepared:
             if counts and counts[1]:
                 resolve_encoder(s.model)  # its tokenizer counts tokens
         elif counts is None or counts[1] > 0:
-            encoder = resolve_encoder(s.model)
-            ensure_vector_extension(conn)
-            target = ensure_target(conn, source, s.target, encoder.dimension, s.dtype)
-            claim_target(conn, target, source)
+            target = _made_target(conn, source, s, chunking)
             key = model_key(conn, target, identity)
         assert target is not None and key is not None
         if counts is None:
             counts = count_pending(conn, source, target, key, retries)
         null_ids = count_null_ids(conn, source)
-        return Prepared(source, target, key, counts[0], counts[1], null_ids, tracked, full_pass)
+        return Prepared(source, target, key, counts[0], counts[1], null_ids, tracked, full_pass, chunking)
 
 
 def source_of(conn: Connection, settings: Settings) -> SourceTable:
@@ -115,12 +115,24 @@ def tracked_target(conn: Connection, source: SourceTable, settings: Settings) ->
     check_privileges(conn, source, target_name(source, s.target)[0])  # before anything loads or changes
     with transaction(conn):
         target = served_target(conn, source, s.target)
+        chunking = chunking_of(conn, target, s.chunk_tokens, s.chunk_overlap)
         if target is None:
-            encoder = resolve_encoder(s.model)
-            ensure_vector_extension(conn)
-            target = ensure_target(conn, source, s.target, encoder.dimension, s.dtype)
-        else:
-            check_dtype(target, s.dtype)
-            ensure_side_tables(conn, target)
+            return _made_target(conn, source, s, chunking)
+        check_dtype(target, s.dtype)
+        ensure_side_tables(conn, target)
+        claim_target(conn, target, source)
+    return target
+
+
+def _made_target(conn: Connection, source: SourceTable, s: Settings, chunking: Chunking | None) -> TargetTable:
+    """The target, made if missing (the model is loaded for its dimension), recording its chunking."""
+    encoder = resolve_encoder(s.model)
+    if chunking is not None:
+        check_chunking(encoder, chunking)  # before the target is made chunked
+    ensure_vector_extension(conn)
+    target = ensure_target(conn, source, s.target, encoder.dimension, s.dtype, chunked=chunking is not None)
+    with transaction(conn):
+        if chunking is not None:
+            record_chunking(conn, target, chunking)
         claim_target(conn, target, source)
     return target

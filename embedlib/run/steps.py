@@ -23,6 +23,7 @@ from embedlib.errors import EncoderUnavailable
 from embedlib.plan.batching import Batch, budget_slices, encode_cost
 from embedlib.redaction import get_logger
 from embedlib.run.report import BatchResult
+from embedlib.store.chunk_sink import ChunkSink, ChunkWrite
 from embedlib.store.metrics import TextMetrics
 from embedlib.store.sink import Sink
 
@@ -63,7 +64,9 @@ class EncodeStep:
         encoded = 0
         vectors = None
         errors: dict[int, str] = {}
-        if batch.vectors is not None:
+        if batch.chunks is not None and not batch.texts:
+            vectors = np.zeros((0, self._spec.dimension), dtype=np.float32)  # every chunk is stored already
+        elif batch.vectors is not None:
             vectors = batch.vectors  # stored for the same text by the same model: reused
         elif not self._spec.metrics_only:
             encoded = len(batch.texts)
@@ -135,6 +138,8 @@ class WriteStep:
         self._on_failed = on_failed
 
     def __call__(self, encoded: EncodedBatch) -> BatchResult:
+        if encoded.batch.chunks is not None:
+            return self._write_chunks(encoded)
         started = time.perf_counter()
         batch, vectors = encoded.batch, encoded.vectors
         metrics = TextMetrics.of(self._encoder, batch.texts, batch.token_counts)
@@ -167,6 +172,73 @@ class WriteStep:
             encode_s=encoded.encode_s,
             write_s=time.perf_counter() - started,
             reconnects=self._sink.reconnects - reconnects_before,
+        )
+
+    def _write_chunks(self, encoded: EncodedBatch) -> BatchResult:
+        """A chunked batch: a source row whose chunk failed fails whole; the others' chunks are written."""
+        started = time.perf_counter()
+        batch, chunks = encoded.batch, encoded.batch.chunks
+        assert chunks is not None and batch.documents is not None and batch.document_tokens is not None
+        encoded_rows = chunks.text_index >= 0
+        failed_chunk = np.zeros(len(chunks), dtype=bool)
+        failed_chunk[encoded_rows] = np.isin(chunks.text_index[encoded_rows], list(encoded.errors))
+        row_keep = np.ones(len(batch.ids), dtype=bool)
+        row_keep[chunks.row[failed_chunk]] = False
+        if not row_keep.all():
+            reasons = {
+                int(r): encoded.errors[int(t)]
+                for r, t in zip(chunks.row[failed_chunk], chunks.text_index[failed_chunk], strict=True)
+            }
+            self._record_chunk_failures(batch, reasons)
+        keep = row_keep[chunks.row]
+        dimension = (
+            encoded.vectors.shape[1] if encoded.vectors is not None and encoded.vectors.size else chunks.reused.shape[1]
+        )
+        vectors = np.zeros((len(chunks), dimension), dtype=np.float32)
+        if encoded.vectors is not None and encoded_rows.any():
+            vectors[encoded_rows] = encoded.vectors[chunks.text_index[encoded_rows]]
+        if not encoded_rows.all():
+            vectors[~encoded_rows] = chunks.reused[chunks.reuse_index[~encoded_rows]]
+        document = batch.text_index[chunks.row]  # each chunk row's source row's document
+        rows = ChunkWrite(
+            ids=[row_id for row_id, kept in zip(chunks.ids, keep, strict=True) if kept],
+            chunk=chunks.chunk[keep],
+            start=chunks.start[keep],
+            end=chunks.end[keep],
+            chunk_hashes=[h for h, kept in zip(chunks.chunk_hash, keep, strict=True) if kept],
+            chunk_tokens=chunks.chunk_tokens[keep],
+            vectors=vectors[keep],
+            text_hashes=[batch.text_hashes[d] for d in document[keep]],
+            char_length=np.array([len(batch.documents[d]) for d in document[keep]], dtype=np.int64),
+            token_count=batch.document_tokens[document[keep]],
+            frequencies=batch.frequencies[document[keep]],
+        )
+        row_ids = [row_id for row_id, kept in zip(batch.ids, row_keep, strict=True) if kept]
+        seqs = None if batch.seqs is None else np.asarray(batch.seqs)[row_keep].tolist()
+        reconnects_before = self._sink.reconnects
+        if row_ids:
+            assert isinstance(self._sink, ChunkSink)
+            self._sink.write_chunks(rows, row_ids=row_ids, seqs=seqs)
+        return BatchResult(
+            rows=len(row_ids),
+            encoded=encoded.encoded,
+            failed=int((~row_keep).sum()),
+            encode_s=encoded.encode_s,
+            write_s=time.perf_counter() - started,
+            reconnects=self._sink.reconnects - reconnects_before,
+        )
+
+    def _record_chunk_failures(self, batch: Batch, reasons: dict[int, str]) -> None:
+        """Note the source rows (by position in ``batch``) a chunk of which failed, with why."""
+        rows = sorted(reasons)
+        ids = [batch.ids[row] for row in rows]
+        hashes = [batch.text_hashes[batch.text_index[row]] for row in rows]
+        self._sink.record_failures(ids, hashes, [reasons[row] for row in rows], then=self._on_failed)
+        log.warning(
+            "%d rows failed to embed and were recorded in %s (first: %s)",
+            len(ids),
+            self._errors_label,
+            reasons[rows[0]],
         )
 
     def _record_failures(self, batch: Batch, row_keep: np.ndarray, errors: dict[int, str]) -> None:

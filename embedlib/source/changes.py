@@ -67,13 +67,16 @@ class QueueReader:
             "SELECT c.id::text, c.seq, s.id IS NOT NULL, {cond}, CASE WHEN {cond} THEN s.text END, h.md5, "
             "t.id IS NOT NULL, t.text_hash, e.id IS NOT NULL AND e.attempts BETWEEN 1 AND %(max_attempts)s - 1 "
             "FROM unnest(CAST(%(ids)s AS {id_type}[]), %(seqs)s::int8[]) AS c(id, seq) "
-            "LEFT JOIN {rows} s ON s.id = c.id " + HELD_BACK + "LEFT JOIN {target} t ON t.id = c.id ORDER BY c.id"
+            "LEFT JOIN {rows} s ON s.id = c.id "
+            + HELD_BACK
+            + "LEFT JOIN {target} t ON t.id = c.id AND {first} ORDER BY c.id"
         ).format(
             cond=cond,
             id_type=sql.SQL(source.id_type),  # format_type: quoted already
             rows=rows_of(source),
             errors=target.errors.ident,
             target=target.ident,
+            first=target.first_chunk("t"),
         )
 
     def __iter__(self) -> Iterator[list[PendingRow]]:

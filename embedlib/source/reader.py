@@ -85,14 +85,14 @@ def _chunk_rows(target: TargetTable, chunk: sql.Composable, *, up_to_highest: bo
     or it was blank and skipped (``attempts`` 0: nothing to try, see
     ``store.upkeep.skip_blank``), so it is not pending until its text changes.
     """
-    parts = {"chunk": chunk, "target": target.ident, "errors": target.errors.ident}
+    parts = {"chunk": chunk, "target": target.ident, "errors": target.errors.ident, "first": target.first_chunk("t")}
     rows = "FROM {chunk} s " + HELD_BACK
     if not up_to_highest:
-        return sql.SQL(rows + "LEFT JOIN {target} t ON t.id = s.id").format(**parts)
+        return sql.SQL(rows + "LEFT JOIN {target} t ON t.id = s.id AND {first}").format(**parts)
     return sql.SQL(
         rows + "LEFT JOIN LATERAL (SELECT t.id, t.text_hash, t.model FROM {target} t "
         # OFFSET 0 keeps the subquery whole, so its test of s.id runs before the probe
-        "WHERE t.id = s.id AND s.id <= (SELECT hi.id FROM {target} hi ORDER BY hi.id DESC LIMIT 1) "
+        "WHERE t.id = s.id AND {first} AND s.id <= (SELECT hi.id FROM {target} hi ORDER BY hi.id DESC LIMIT 1) "
         "OFFSET 0) t ON TRUE"
     ).format(**parts)
 
@@ -134,9 +134,10 @@ def has_vectors(conn: Connection, target: TargetTable, model: str) -> bool:
 
 
 def stored_vectors(
-    conn: Connection, target: TargetTable, model: str, text_hashes: Sequence[str]
+    conn: Connection, target: TargetTable, model: str, text_hashes: Sequence[str], *, chunks: bool = False
 ) -> dict[str, np.ndarray]:
-    """Vectors the target already holds for these text hashes, made by ``model`` (binary COPY out)."""
+    """Vectors the target already holds for these text hashes, made by ``model`` (binary COPY out);
+    ``chunks``: for these chunk hashes (a chunked target's ``chunk_hash``)."""
     if not text_hashes:
         return {}
     with conn.cursor() as cur:
@@ -146,8 +147,8 @@ def stored_vectors(
                 # (it chose a scan of the whole target for 600 hashes out of a million rows).
                 "SELECT h.text_hash, e.embedding FROM unnest(%s::text[]) AS h(text_hash) "
                 "CROSS JOIN LATERAL (SELECT embedding FROM {target} t "
-                "WHERE t.text_hash = h.text_hash AND t.model = %s LIMIT 1) AS e"
-            ).format(target=target.ident),
+                "WHERE t.{column} = h.text_hash AND t.model = %s LIMIT 1) AS e"
+            ).format(target=target.ident, column=sql.Identifier("chunk_hash" if chunks else "text_hash")),
             (list(text_hashes), model),
         )
         out = io.BytesIO()

@@ -16,6 +16,8 @@ from embedlib.options import VECTOR_TYPES
 
 # The target's columns, after id and embedding, in the order they are written.
 METRIC_COLUMNS = ("model", "text_hash", "char_length", "token_count", "truncated", "norm", "frequency", "embedded_at")
+# A chunked target's columns beside those: the chunk's place, offsets in the text, hash and tokens.
+CHUNK_COLUMNS = ("chunk", "start_char", "end_char", "chunk_hash", "chunk_tokens")
 
 
 def target_name(source: SourceTable, target: str | None) -> tuple[str, str]:
@@ -82,17 +84,27 @@ def existing_target(conn: Connection, source: SourceTable, target: str | None) -
             f"column 'id' of {label!r} is {columns['id'][1]} but {source.id_column!r} of "
             f"{source.name!r} is {source.id_type}; choose another --target"
         )
-    if not fetch_all(conn, _PRIMARY_KEY_ON_ID, (oid, columns["id"][0]))[0][0]:
+    chunked = "chunk" in columns
+    missing = [c for c in CHUNK_COLUMNS if c not in columns] if chunked else []
+    if missing:
+        raise SchemaError(f"table {label!r} has a 'chunk' column but no {missing[0]!r}: not an embedlib target")
+    key = [columns["id"][0], columns["chunk"][0]] if chunked else [columns["id"][0]]
+    if not fetch_all(conn, _PRIMARY_KEY, {"oid": oid, "key": key})[0][0]:
+        what = "(id, chunk)" if chunked else "(id)"
         raise SchemaError(
-            f"target {label!r} has no primary key on id (restored without it?); add it before embedding "
-            f"into it: ALTER TABLE {qualified(schema, name).as_string(conn)} ADD PRIMARY KEY (id)"
+            f"target {label!r} has no primary key on {what} (restored without it?); add it before embedding "
+            f"into it: ALTER TABLE {qualified(schema, name).as_string(conn)} ADD PRIMARY KEY {what}"
         )
     vector_type, dimension = match.group(1), int(match.group(2))
-    return TargetTable(schema, name, source.id_type, dimension, side_table_stem(conn, schema, name), vector_type)
+    stem = side_table_stem(conn, schema, name)
+    return TargetTable(schema, name, source.id_type, dimension, stem, vector_type, chunked=chunked)
 
 
-_PRIMARY_KEY_ON_ID = (
-    "SELECT EXISTS (SELECT FROM pg_index WHERE indrelid = %s AND indisprimary AND indnkeyatts = 1 AND indkey[0] = %s)"
+# The primary key is on exactly these columns, in this order (indkey as text: "1 2").
+_PRIMARY_KEY = (
+    "SELECT EXISTS (SELECT FROM pg_index WHERE indrelid = %(oid)s AND indisprimary "
+    "AND indnkeyatts = cardinality(CAST(%(key)s AS int2[])) "
+    "AND (string_to_array(indkey::text, ' ')::int2[])[1:indnkeyatts] = CAST(%(key)s AS int2[]))"
 )
 
 
@@ -108,11 +120,18 @@ def check_dtype(target: TargetTable, dtype: str | None) -> None:
 
 
 def ensure_target(
-    conn: Connection, source: SourceTable, target: str | None, dimension: int, dtype: str | None = None
+    conn: Connection,
+    source: SourceTable,
+    target: str | None,
+    dimension: int,
+    dtype: str | None = None,
+    *,
+    chunked: bool = False,
 ) -> TargetTable:
     """Create the target table if missing; check it fits the model and ``dtype`` if present. Commits.
 
-    A new target stores ``dtype`` vectors (float unless given).
+    A new target stores ``dtype`` vectors (float unless given), one per chunk if ``chunked``
+    (whether an existing one is, ``store.chunks`` checks).
     """
     schema, name = target_name(source, target)
     with conn.cursor() as cur:
@@ -121,7 +140,8 @@ def ensure_target(
     table = existing_target(conn, source, target)
     if table is None:
         vector_type = VECTOR_TYPES[dtype or "float"]
-        table = TargetTable(schema, name, source.id_type, dimension, side_table_stem(conn, schema, name), vector_type)
+        stem = side_table_stem(conn, schema, name)
+        table = TargetTable(schema, name, source.id_type, dimension, stem, vector_type, chunked=chunked)
         _create_target(conn, table)
         ensure_side_tables(conn, table)  # an existing target's are checked before (run.prepare)
     elif table.dimension != dimension:
@@ -146,7 +166,8 @@ def _create_target(conn: Connection, table: TargetTable) -> None:
             sql.SQL(
                 """
                 CREATE TABLE {target} (
-                    id {id_type} PRIMARY KEY,
+                    id {id_type} NOT NULL,
+                    {chunk_columns}
                     embedding {embedding_type} NOT NULL,
                     model text NOT NULL,
                     text_hash text NOT NULL,
@@ -155,10 +176,13 @@ def _create_target(conn: Connection, table: TargetTable) -> None:
                     truncated boolean,
                     norm real NOT NULL,
                     frequency integer,
-                    embedded_at timestamptz NOT NULL DEFAULT now()
+                    embedded_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY {key}
                 )
                 """
             ).format(
+                chunk_columns=sql.SQL(_CHUNK_COLUMNS if table.chunked else ""),
+                key=sql.SQL("(id, chunk)" if table.chunked else "(id)"),
                 target=table.ident,
                 id_type=sql.SQL(table.id_type),  # from format_type: already quoted
                 embedding_type=sql.SQL(table.embedding_type),  # a VECTOR_TYPES value and an int
@@ -170,6 +194,19 @@ def _create_target(conn: Connection, table: TargetTable) -> None:
         # but slower from two writers at once (docs/performance.md).
         cur.execute(sql.SQL("CREATE INDEX ON {} (text_hash)").format(table.ident))
         cur.execute(sql.SQL("CREATE INDEX ON {} (text_hash) WHERE frequency IS DISTINCT FROM 1").format(table.ident))
+        if table.chunked:  # chunks are reused by their own hash, as rows are by their text's
+            cur.execute(sql.SQL("CREATE INDEX ON {} (chunk_hash)").format(table.ident))
+
+
+# A chunked target's columns of its own: the chunk's place among the row's, its offsets in the
+# row's text (text[start_char:end_char]), the md5 of its text and its tokens.
+_CHUNK_COLUMNS = """
+                    chunk integer NOT NULL,
+                    start_char integer NOT NULL,
+                    end_char integer NOT NULL,
+                    chunk_hash text NOT NULL,
+                    chunk_tokens integer,
+"""
 
 
 # The tables beside a target: what each holds is in TargetTable's properties.

@@ -228,9 +228,10 @@ class Sink:
         stage: sql.Identifier,
         columns: str,
         data: bytes,
-        statement: sql.Composed,
+        statements: sql.Composed | Sequence[sql.Composed],
         settle: Callable[[Cursor], list[str]] | None = None,
     ) -> None:
+        """COPY ``data`` into the staging table ``stage``, then run ``statements`` on it; one transaction."""
         self._stage(conn, stage, columns)
         try:
             with conn.cursor() as cur:
@@ -238,7 +239,8 @@ class Sink:
                 parameters: dict[str, object] = {"model": self._model, "unknown": UNKNOWN_TOKENS}
                 if settle is not None:
                     parameters["settled"] = settle(cur)
-                cur.execute(statement, parameters)
+                for statement in [statements] if isinstance(statements, sql.Composed) else statements:
+                    cur.execute(statement, parameters)
             conn.commit()  # ON COMMIT DELETE ROWS empties the stage
         except BaseException:
             rollback_quietly(conn)

@@ -76,9 +76,9 @@ def refresh_touched(conn: Connection, target: TargetTable, text_hashes: Collecti
         return 0
     statement = sql.SQL(
         "UPDATE {target} t SET frequency = c.n FROM (SELECT x.text_hash, count(*)::int4 AS n FROM {target} x "
-        "WHERE x.text_hash = ANY (%s::text[]) GROUP BY x.text_hash) c "
+        "WHERE x.text_hash = ANY (%s::text[]) AND {first} GROUP BY x.text_hash) c "
         "WHERE t.text_hash = c.text_hash AND t.frequency IS DISTINCT FROM c.n"
-    ).format(target=target.ident)
+    ).format(target=target.ident, first=target.first_chunk("x"))
     with transaction(conn), conn.cursor() as cur:
         cur.execute(statement, (sorted(text_hashes),))
         return int(cur.rowcount)
