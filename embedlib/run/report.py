@@ -120,8 +120,8 @@ class IngestReport:
             )
         if self.truncated:
             lines.append(
-                f"  {self.truncated} rows are longer than the model's window and were cut to it: "
-                "the rest of their text is not searchable (see docs/guide.md#long-texts)"
+                f"  {self.truncated} rows are longer than the model's window and were cut to it: the rest of "
+                "their text is not searchable; a target made with --chunk-tokens embeds them whole, in chunks"
             )
         if self.removed:
             lines.append(f"  removed {self.removed} vectors of rows deleted from the source")

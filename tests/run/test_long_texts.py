@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from psycopg2 import sql
@@ -19,7 +23,7 @@ def test_a_run_reports_the_rows_cut_at_the_models_window(dsn, tables):
     table = tables.source(["short", long_text, long_text, "also short"])
     report = Ingestor(dsn, table=table, model=HashEncoder()).run()
     assert (report.rows, report.encoded, report.truncated) == (4, 3, 2)  # rows, not texts: both are cut
-    assert "2 rows are longer than the model's window" in report.summary()
+    assert "2 rows are longer than the model's window" in report.summary() and "--chunk-tokens" in report.summary()
     assert json.loads(report.to_json())["truncated"] == 2
     assert [truncated for (truncated,) in tables.rows(table, "truncated")] == [False, True, True, False]
 
@@ -34,7 +38,11 @@ def document(first: int, count: int) -> str:
 
 
 def chunk_rows(conn, table: str) -> list[tuple]:  # type: ignore[no-untyped-def]
+    """The target's rows, in order; none before the target is made."""
     with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s)", (sql.Identifier(f"{table}_embeddings").as_string(conn),))
+        if cur.fetchone()[0] is None:
+            return []
         cur.execute(
             sql.SQL(
                 "SELECT id, chunk, start_char, end_char, chunk_hash, chunk_tokens, md5(embedding::text), text_hash, "
@@ -126,3 +134,51 @@ def test_every_executor_writes_the_same_chunks(dsn, conn, tables, executor_name)
         return [row[:8] for row in chunk_rows(conn, name)]
 
     assert written(table) == written(serial)
+
+
+CHUNKED_RUN = """
+import sys, time
+from embedlib import Ingestor
+from embedlib.testing import HashEncoder
+
+class Slow(HashEncoder):
+    identity = "object HashEncoder hash-encoder"  # the stand-in's own: the next run's vectors are the same model's
+
+    def encode(self, texts):
+        time.sleep(0.02)
+        return super().encode(texts)
+
+Ingestor(sys.argv[1], table=sys.argv[2], model=Slow(), chunk_tokens=40, batch_size=4).run()
+"""
+
+
+def test_a_run_killed_mid_document_leaves_no_half_document_and_the_next_completes_it(dsn, conn, tables):
+    texts = [document(i * 7, 60) for i in range(40)]
+    table = tables.source(texts)
+    proc = subprocess.Popen([sys.executable, "-c", CHUNKED_RUN, dsn, table])
+    try:
+        deadline = time.monotonic() + 120
+        while len({row[0] for row in chunk_rows(conn, table)}) < 5:
+            assert time.monotonic() < deadline and proc.poll() is None, "the run wrote nothing"
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def complete(rows: list[tuple]) -> set[int]:  # type: ignore[type-arg]
+        """The rows whose chunks are all there, and hold their whole text."""
+        by_id: dict[int, list[tuple]] = {}  # type: ignore[type-arg]
+        for row in rows:
+            by_id.setdefault(row[0], []).append(row)
+        return {
+            i
+            for i, chunks in by_id.items()
+            if [c[1] for c in chunks] == list(range(len(chunks)))
+            and " ".join(texts[i - 1][c[2] : c[3]] for c in chunks).split() == texts[i - 1].split()
+        }
+
+    written = {row[0] for row in chunk_rows(conn, table)}
+    assert written and complete(chunk_rows(conn, table)) == written < set(range(1, 41))  # whole documents only
+    report = chunked(dsn, table).run()
+    assert report.rows == 40 - len(written)
+    assert complete(chunk_rows(conn, table)) == set(range(1, 41))
