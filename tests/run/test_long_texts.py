@@ -76,6 +76,8 @@ def test_a_chunked_target_holds_each_rows_chunks_as_slices_of_its_text(dsn, conn
         assert " ".join(text[c[2] : c[3]] for c in chunks).split() == text.split()  # nothing left out
     again = chunked(dsn, table).run()
     assert (again.rows, again.encoded) == (0, 0)
+    status = chunked(dsn, table).status()  # rows, not chunks
+    assert (status.rows, status.embedded, status.pending) == (3, 3, 0)
 
 
 def test_an_edit_reencodes_only_the_chunks_it_touches_and_shared_paragraphs_are_encoded_once(dsn, conn, tables):
@@ -105,6 +107,8 @@ def test_search_on_a_chunked_target_returns_each_row_once_with_its_best_chunk(ds
     best = matches[0]
     assert (best.id, best.chunk, best.start, best.end, best.text) == (3, chunk, start, end, texts[2])
     assert best.distance < 1e-6 and best.snippet == texts[2][start:end]
+    ingestor.build_index("hnsw")  # an index on the chunks' vectors answers the same
+    assert [(m.id, m.chunk) for m in ingestor.search(texts[2][start:end], k=3)][0] == (3, chunk)
 
 
 def test_chunking_options_that_do_not_fit_the_target_or_the_model_are_refused(dsn, tables):
