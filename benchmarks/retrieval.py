@@ -102,10 +102,12 @@ def _window_end(text: str, count_tokens: TokenCounter) -> int:
     return low
 
 
-def evaluate(dsn: str, table: str, asked: list[tuple[int, str]], **options: Any) -> tuple[float, float]:
-    """Embed ``table`` into a new target with ``options``; the share of ``asked`` whose document
-    (id = index + 1) comes first, and among the first five."""
-    target = f"{table}_{uuid.uuid4().hex[:6]}"
+def evaluate(
+    dsn: str, table: str, asked: list[tuple[int, str]], target: str | None = None, **options: Any
+) -> tuple[float, float]:
+    """Embed ``table`` into ``target`` (a new one by default) with ``options``; the share of
+    ``asked`` whose document (id = index + 1) comes first, and among the first five."""
+    target = target or f"{table}_{uuid.uuid4().hex[:6]}"
     ingestor = Ingestor(dsn, table=table, target=target, **options)
     ingestor.run()
     first = five = 0

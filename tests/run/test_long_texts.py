@@ -108,7 +108,8 @@ def test_search_on_a_chunked_target_returns_each_row_once_with_its_best_chunk(ds
     assert (best.id, best.chunk, best.start, best.end, best.text) == (3, chunk, start, end, texts[2])
     assert best.distance < 1e-6 and best.snippet == texts[2][start:end]
     ingestor.build_index("hnsw")  # an index on the chunks' vectors answers the same
-    assert [(m.id, m.chunk) for m in ingestor.search(texts[2][start:end], k=3)][0] == (3, chunk)
+    indexed = ingestor.search(texts[2][start:end], k=3)[0]
+    assert (indexed.id, indexed.chunk) == (3, chunk)
 
 
 def test_chunking_options_that_do_not_fit_the_target_or_the_model_are_refused(dsn, tables):
