@@ -53,16 +53,27 @@ class _Unit:
 
 
 def chunk_text(
-    text: str, count_tokens: TokenCounter, max_tokens: int, *, overlap_tokens: int = 0, min_tokens: int | None = None
+    text: str,
+    count_tokens: TokenCounter,
+    max_tokens: int,
+    *,
+    overlap_tokens: int = 0,
+    min_tokens: int | None = None,
+    tokens: int | None = None,
 ) -> list[Chunk]:
     """``text`` in chunks of at most ``max_tokens`` tokens (one chunk if it fits), cut where it has
     sentence or paragraph ends. ``overlap_tokens``: each chunk also begins with the last units of
-    the one before, up to that many tokens (the model then sees each boundary in context)."""
+    the one before, up to that many tokens (the model then sees each boundary in context).
+    ``tokens``: the text's own count, where the caller has it already.
+
+    The text is tokenized about twice (its units, and the chunks near the limit): a chunk's
+    count is the sum of its units', which for a tokenizer that splits at whitespace first, as
+    BERT's does, is exact; chunks within a few tokens of the limit are counted whole."""
     if max_tokens < 8:
         raise ValueError(f"chunks of {max_tokens} tokens are too small to hold a sentence's words")
-    overhead = int(count_tokens([""])[0])  # [CLS] and [SEP], say
+    overhead = _overhead(count_tokens)  # [CLS] and [SEP], say
     budget = max_tokens - overhead
-    whole = int(count_tokens([text])[0])
+    whole = int(count_tokens([text])[0]) if tokens is None else tokens
     if whole <= max_tokens or not text.strip():
         return [Chunk(0, 0, len(text), text, whole)]
     units = _units(text, count_tokens, overhead, budget)
@@ -74,6 +85,11 @@ def chunk_text(
         tokens = overhead + sum(u.tokens for u in units[first : last + 1])
         chunks.append(Chunk(position, start, end, text[start:end], tokens))
     return _checked(chunks, count_tokens, max_tokens)
+
+
+def _overhead(count_tokens: TokenCounter) -> int:
+    """The tokens a count adds to any text (special tokens)."""
+    return int(count_tokens([""])[0])
 
 
 def _units(text: str, count_tokens: TokenCounter, overhead: int, budget: int) -> list[_Unit]:
@@ -162,12 +178,19 @@ def _with_overlap(units: list[_Unit], first: int, last: int, overlap_tokens: int
     return first
 
 
+# Chunks whose summed count comes this near the limit are counted whole: a tokenizer that does not
+# split at whitespace first may count a joined text a token or two above the sum of its parts.
+_SLACK = 8
+
+
 def _checked(chunks: list[Chunk], count_tokens: TokenCounter, max_tokens: int) -> list[Chunk]:
-    """The chunks, counted whole: a tokenizer may count a joined text a token or two above the sum
-    of its parts; a chunk over the limit is cut in two at a unit-free midpoint (rare)."""
-    counts = count_tokens([c.text for c in chunks])
-    if all(int(n) <= max_tokens for n in counts):
-        return [Chunk(c.position, c.start, c.end, c.text, int(n)) for c, n in zip(chunks, counts, strict=True)]
+    """The chunks, those near the limit counted whole; one over it is cut in two at the whitespace
+    nearest its middle (rare)."""
+    near = [c for c in chunks if c.tokens > max_tokens - _SLACK]
+    counted = dict(zip((c.position for c in near), count_tokens([c.text for c in near]), strict=True)) if near else {}
+    counts = [int(counted.get(c.position, c.tokens)) for c in chunks]
+    if all(n <= max_tokens for n in counts):
+        return [Chunk(c.position, c.start, c.end, c.text, n) for c, n in zip(chunks, counts, strict=True)]
     fixed: list[Chunk] = []
     for chunk, count in zip(chunks, counts, strict=True):
         if int(count) <= max_tokens:

@@ -37,7 +37,7 @@ def cut(groups: list[TextGroup], count_tokens: TokenCounter, max_tokens: int, ov
     """Each distinct text as a document of chunks."""
     documents = []
     for group in groups:
-        chunks = chunk_text(group.text, count_tokens, max_tokens, overlap_tokens=overlap)
+        chunks = chunk_text(group.text, count_tokens, max_tokens, overlap_tokens=overlap, tokens=group.token_count)
         hashes = [hashlib.md5(c.text.encode("utf-8")).hexdigest() for c in chunks]  # as PostgreSQL's md5()
         documents.append(Document(group, chunks, hashes))
     return documents
@@ -120,6 +120,12 @@ def _chunk_rows(documents: list[Document], stored: Mapping[str, np.ndarray]) -> 
                 for name, value in zip(columns, values, strict=True):
                     columns[name].append(value)
         first_row += document.rows
+    # The texts by length: the model pads each call's texts to its longest (see batching).
+    order = np.argsort(np.array(token_counts, dtype=np.int64), kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    texts, token_counts = [texts[i] for i in order], [token_counts[i] for i in order]
+    columns["text"] = [int(rank[i]) if i >= 0 else -1 for i in columns["text"]]
     dimension = reused_vectors[0].shape[0] if reused_vectors else 0
     rows = ChunkRows(
         ids=columns["ids"],
