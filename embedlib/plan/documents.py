@@ -37,6 +37,8 @@ def cut(groups: list[TextGroup], count_tokens: TokenCounter, max_tokens: int, ov
     """Each distinct text as a document of chunks."""
     documents = []
     for group in groups:
+        if group.token_count is None:  # the row's own metric, and what tells a text that fits
+            group.token_count = int(count_tokens([group.text])[0])
         chunks = chunk_text(group.text, count_tokens, max_tokens, overlap_tokens=overlap, tokens=group.token_count)
         hashes = [hashlib.md5(c.text.encode("utf-8")).hexdigest() for c in chunks]  # as PostgreSQL's md5()
         documents.append(Document(group, chunks, hashes))

@@ -26,7 +26,7 @@ import numpy as np
 from embedlib.db.relations import TargetTable
 from embedlib.db.session import Session
 from embedlib.plan.batching import Batch, TextGroup, batch_of, group_by_text, make_batches
-from embedlib.plan.documents import cut, document_batches
+from embedlib.plan.documents import Document, cut, document_batches
 from embedlib.source.changes import QueueReader
 from embedlib.source.reader import PendingReader, Span, has_vectors, stored_vectors
 from embedlib.source.rows import PendingRow, is_blank
@@ -102,7 +102,8 @@ class Planner:
         if blank and not options.metrics_only:
             self._on_blank(blank)
         groups = group_by_text(rows)
-        if options.count_tokens is not None and groups:
+        # (A chunked target's documents are counted as they are cut, a batch's worth at a time.)
+        if options.count_tokens is not None and groups and options.chunk_tokens is None:
             for group, count in zip(groups, options.count_tokens([g.text for g in groups]), strict=True):
                 group.token_count = count
         if options.metrics_only:
@@ -142,7 +143,17 @@ class Planner:
         flight, or claimed by another run, is deferred whole, as a row's text is."""
         options = self._options
         assert options.chunk_tokens is not None and options.count_tokens is not None
-        documents = cut(groups, options.count_tokens, options.chunk_tokens, options.chunk_overlap)
+        # A batch's worth of documents at a time: the model starts on the first while the rest are cut.
+        documents: list[Document] = []
+        for group in groups:
+            documents += cut([group], options.count_tokens, options.chunk_tokens, options.chunk_overlap)
+            if sum(len(d.chunks) for d in documents) >= options.batch_size:
+                yield from self._document_batches(documents)
+                documents = []
+        yield from self._document_batches(documents)
+
+    def _document_batches(self, documents: list[Document]) -> Iterator[Batch]:
+        options = self._options
         hashes = {h for d in documents for h in d.hashes}
         look_up_all = self._had_vectors or self._sharing.others_seen
         candidates = [h for h in hashes if look_up_all or h in self._sent]
