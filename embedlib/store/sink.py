@@ -175,12 +175,22 @@ class Sink:
             UPDATE {target} AS t SET
                 char_length = s.char_length,
                 token_count = NULLIF(s.token_count, %(unknown)s),
-                truncated = CASE WHEN s.token_count = %(unknown)s THEN NULL ELSE s.truncated END,
+                truncated = {truncated},
                 norm = vector_norm(t.embedding::vector)  -- the cast: halfvec has no vector_norm
             FROM pg_temp.{stage} s
             WHERE t.id = CAST(s.id AS {id_type}) AND t.text_hash = s.text_hash AND t.model = %(model)s
             """
-        ).format(target=self._target.ident, id_type=sql.SQL(self._target.id_type), stage=_METRICS_STAGE)
+        ).format(
+            target=self._target.ident,
+            id_type=sql.SQL(self._target.id_type),
+            stage=_METRICS_STAGE,
+            # A chunk is never cut: each is within the model's window.
+            truncated=sql.SQL(
+                "false"
+                if self._target.chunked
+                else "CASE WHEN s.token_count = %(unknown)s THEN NULL ELSE s.truncated END"
+            ),
+        )
         self._session.run(lambda conn: self._copy_and_run(conn, _METRICS_STAGE, _METRIC_STAGE_COLUMNS, data, update))
 
     def record_failures(

@@ -15,7 +15,9 @@ from psycopg2 import sql
 
 from embedlib import Ingestor
 from embedlib.errors import ConfigError
+from embedlib.source.loader import sample_lines
 from embedlib.testing import HashEncoder
+from tests.processes import assert_clean_failure, run_cli
 
 
 def test_a_run_reports_the_rows_cut_at_the_models_window(dsn, tables):
@@ -187,3 +189,40 @@ def test_a_run_killed_mid_document_leaves_no_half_document_and_the_next_complete
     report = chunked(dsn, table).run()
     assert report.rows == 40 - len(written)
     assert complete(chunk_rows(conn, table)) == set(range(1, 41))
+
+
+def test_a_tracked_chunked_table_reencodes_the_chunks_an_edit_touches_and_drops_a_deleted_rows(dsn, conn, tables):
+    texts = [document(0, 120), document(150, 60)]
+    table = tables.source(texts)
+    ingestor = chunked(dsn, table)
+    ingestor.run()
+    ingestor.track()
+    ingestor.run()  # the full pass tracking asks for first
+    middle = texts[0].index(". ", len(texts[0]) // 2) + 2
+    edited = texts[0][:middle] + "One more sentence in the middle. " + texts[0][middle:]
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("UPDATE {} SET text = %s WHERE id = 1").format(sql.Identifier(table)), (edited,))
+        cur.execute(sql.SQL("DELETE FROM {} WHERE id = 2").format(sql.Identifier(table)))
+    report = ingestor.run()
+    assert report.tracked and report.rows == 1 and 1 <= report.encoded <= 4
+    assert {row[0] for row in chunk_rows(conn, table)} == {1}
+    metrics = chunked(dsn, table, metrics_only=True).run()  # row metrics again, never "truncated"
+    assert metrics.rows == 1 and not any(row[10] for row in chunk_rows(conn, table))
+
+
+@pytest.mark.model
+def test_the_command_line_chunks_and_search_json_shows_the_chunk(dsn, tables):
+    sentences = sample_lines()[:80]  # real sentences: the model tells them apart
+    texts = [" ".join(sentences[:40]), " ".join(sentences[40:])]
+    table = tables.source(texts)
+    made = run_cli("ingest", table, "--chunk-tokens", "64", "--quiet", "--json", dsn=dsn)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["rows"] == 2
+    found = run_cli("search", table, sentences[55], "-k", "2", "--json", dsn=dsn)
+    assert found.returncode == 0, found.stderr
+    matches = [json.loads(line) for line in found.stdout.splitlines()]
+    assert [m["id"] for m in matches] == [2, 1]  # each row once, the one holding the sentence first
+    best = matches[0]
+    assert best["snippet"] == texts[1][best["start"] : best["end"]] and sentences[55] in best["snippet"]
+    refused = run_cli("ingest", table, "--chunk-tokens", "65", dsn=dsn)
+    assert_clean_failure(refused, "cut with --chunk-tokens 64, not --chunk-tokens 65")
