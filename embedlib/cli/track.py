@@ -16,6 +16,8 @@ def add_parsers(commands: argparse._SubParsersAction, parents: Parents) -> None:
     )
     add_option(track, "model", help="the model whose runs read the changes (default: %(default)s)")
     add_option(track, "dtype")
+    add_option(track, "chunk_tokens")  # track makes the target if there is none: as ingest would
+    add_option(track, "chunk_overlap")
     track.set_defaults(handler=run_track)
     untrack = commands.add_parser(
         "untrack",
@@ -26,7 +28,9 @@ def add_parsers(commands: argparse._SubParsersAction, parents: Parents) -> None:
 
 
 def run_track(args: argparse.Namespace) -> int:
-    newly = ingestor_of(args, model=args.model, dtype=args.dtype).track()
+    newly = ingestor_of(
+        args, model=args.model, dtype=args.dtype, chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap
+    ).track()
     if newly:
         print(f"tracking {args.table}: the next run reads the whole table once, then only what changed")
     else:

@@ -31,7 +31,10 @@ TokenCounter = Callable[[Sequence[str]], Sequence[int]]
 # few sentences (and paragraphs end chunks too).
 _SENTENCES_PER_BOUNDARY = 4
 _PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
-_SENTENCE_END = re.compile(r"(?<=[.!?:;])[\"')\]]*\s+|\n(?=\s*(?:[-*•]|\d+[.)])\s)")
+# A sentence ends at . ! ? : ; and closing quotes or brackets, then whitespace; at a full stop
+# of Chinese or Japanese text, which needs none; or before a list item on a new line.
+_WIDE_STOPS = "\u3002\uff01\uff1f"  # the ideographic full stop, and the fullwidth ! and ?
+_SENTENCE_END = re.compile(r"(?<=[.!?:;])[\"')\]]*\s+|(?<=[" + _WIDE_STOPS + r"])\s*|\n(?=\s*(?:[-*•]|\d+[.)])\s)")
 _WORD = re.compile(r"\S+")
 
 
@@ -84,7 +87,7 @@ def chunk_text(
         start, end = units[first].start, units[last].end
         tokens = overhead + sum(u.tokens for u in units[first : last + 1])
         chunks.append(Chunk(position, start, end, text[start:end], tokens))
-    return _checked(chunks, count_tokens, max_tokens)
+    return _checked(text, chunks, count_tokens, max_tokens)
 
 
 def _overhead(count_tokens: TokenCounter) -> int:
@@ -130,9 +133,19 @@ def _split(text: str, separator: re.Pattern[str], start: int, end: int) -> list[
 def _word_runs(
     text: str, start: int, end: int, ends_paragraph: bool, count_tokens: TokenCounter, overhead: int, budget: int
 ) -> list[_Unit]:
-    """A unit too long for a chunk, as runs of whole words that fit (a word too long for one, alone)."""
-    words = [(m.start(), m.end()) for m in _WORD.finditer(text, start, end)]
-    counts = [max(int(c) - overhead, 1) for c in count_tokens([text[a:b] for a, b in words])]
+    """A unit too long for a chunk, as runs of whole words that fit; a word too long for one (a
+    URL, base64, a language written without spaces) is cut between characters."""
+    words: list[tuple[int, int]] = []
+    counts: list[int] = []
+    spans = [(m.start(), m.end()) for m in _WORD.finditer(text, start, end)]
+    for (first, last), count in zip(spans, count_tokens([text[a:b] for a, b in spans]), strict=True):
+        if int(count) - overhead <= budget:
+            words.append((first, last))
+            counts.append(max(int(count) - overhead, 1))
+            continue
+        for piece in _char_pieces(text, first, last, count_tokens, overhead, budget):
+            words.append(piece[:2])
+            counts.append(piece[2])
     runs, first, tokens = [], 0, 0
     for index, count in enumerate(counts):
         if index > first and tokens + count > budget:
@@ -141,6 +154,24 @@ def _word_runs(
         tokens += count
     runs.append(_Unit(words[first][0], words[-1][1], tokens, ends_paragraph))
     return runs
+
+
+def _char_pieces(
+    text: str, start: int, end: int, count_tokens: TokenCounter, overhead: int, budget: int
+) -> list[tuple[int, int, int]]:
+    """``text[start:end]`` (no whitespace in it) as pieces of at most ``budget`` tokens: (start, end,
+    tokens). Each piece is as many characters as the tokens so far suggest, shortened until it fits."""
+    pieces = []
+    while start < end:
+        length = end - start
+        while True:
+            tokens = int(count_tokens([text[start : start + length]])[0]) - overhead
+            if tokens <= budget or length == 1:
+                break
+            length = max(1, min(length - 1, length * budget // max(tokens, 1)))
+        pieces.append((start, start + length, max(tokens, 1)))
+        start += length
+    return pieces
 
 
 def _gather(units: list[_Unit], budget: int, min_tokens: int, text: str) -> list[tuple[int, int]]:
@@ -183,24 +214,27 @@ def _with_overlap(units: list[_Unit], first: int, last: int, overlap_tokens: int
 _SLACK = 8
 
 
-def _checked(chunks: list[Chunk], count_tokens: TokenCounter, max_tokens: int) -> list[Chunk]:
-    """The chunks, those near the limit counted whole; one over it is cut in two at the whitespace
-    nearest its middle (rare)."""
-    near = [c for c in chunks if c.tokens > max_tokens - _SLACK]
+def _checked(text: str, chunks: list[Chunk], count_tokens: TokenCounter, max_tokens: int) -> list[Chunk]:
+    """The chunks, those near the limit counted whole; one over it is cut in two, at the whitespace
+    nearest its middle (else its middle), and again until each piece fits (rare)."""
+    slack = max(_SLACK, max_tokens // 10)
+    near = [c for c in chunks if c.tokens > max_tokens - slack]
     counted = dict(zip((c.position for c in near), count_tokens([c.text for c in near]), strict=True)) if near else {}
     counts = [int(counted.get(c.position, c.tokens)) for c in chunks]
     if all(n <= max_tokens for n in counts):
         return [Chunk(c.position, c.start, c.end, c.text, n) for c, n in zip(chunks, counts, strict=True)]
-    fixed: list[Chunk] = []
-    for chunk, count in zip(chunks, counts, strict=True):
-        if int(count) <= max_tokens:
-            fixed.append(Chunk(len(fixed), chunk.start, chunk.end, chunk.text, int(count)))
+    fixed: list[tuple[int, int, int]] = []  # start, end, tokens
+    todo = [(c.start, c.end, n) for c, n in zip(chunks, counts, strict=True)][::-1]
+    while todo:
+        start, end, count = todo.pop()
+        if count <= max_tokens or end - start <= 1:
+            fixed.append((start, end, count))
             continue
-        middle = _middle_space(chunk.text)
-        for start, end in ((0, middle), (middle, len(chunk.text))):
-            piece, tokens = chunk.text[start:end], int(count_tokens([chunk.text[start:end]])[0])
-            fixed.append(Chunk(len(fixed), chunk.start + start, chunk.start + end, piece, tokens))
-    return fixed
+        middle = start + max(1, _middle_space(text[start:end]))
+        halves = [(start, middle), (middle, end)]
+        counts_of = count_tokens([text[a:b] for a, b in halves])
+        todo.extend(reversed([(a, b, int(n)) for (a, b), n in zip(halves, counts_of, strict=True)]))
+    return [Chunk(position, a, b, text[a:b], n) for position, (a, b, n) in enumerate(fixed)]
 
 
 def _middle_space(text: str) -> int:

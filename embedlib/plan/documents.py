@@ -45,26 +45,10 @@ def cut(groups: list[TextGroup], count_tokens: TokenCounter, max_tokens: int, ov
     return documents
 
 
-def document_batches(
-    documents: list[Document], batch_size: int, stored: Mapping[str, np.ndarray], frequencies: Mapping[str, int]
-) -> list[Batch]:
-    """Whole documents in batches of about ``batch_size`` chunk texts to encode (or rows to write,
-    where every chunk is stored already)."""
-    batches: list[Batch] = []
-    current: list[Document] = []
-    new: set[str] = set()
-    for document in documents:
-        current.append(document)
-        new.update(h for h in document.hashes if h not in stored)
-        if len(new) >= batch_size or sum(len(d.chunks) * d.rows for d in current) >= 4 * batch_size:
-            batches.append(_batch(current, stored, frequencies))
-            current, new = [], set()
-    if current:
-        batches.append(_batch(current, stored, frequencies))
-    return batches
-
-
-def _batch(documents: list[Document], stored: Mapping[str, np.ndarray], frequencies: Mapping[str, int]) -> Batch:
+def batch_of_documents(
+    documents: list[Document], stored: Mapping[str, np.ndarray], frequencies: Mapping[str, int]
+) -> Batch:
+    """One batch of whole ``documents``: each distinct chunk not in ``stored`` encoded once in it."""
     rows, texts, token_counts = _chunk_rows(documents, stored)
     # Batch.ids, text_hashes, frequencies, documents are per source row or document (for the row's
     # own metrics): text_index maps each source row to its document.

@@ -26,7 +26,7 @@ import numpy as np
 from embedlib.db.relations import TargetTable
 from embedlib.db.session import Session
 from embedlib.plan.batching import Batch, TextGroup, batch_of, group_by_text, make_batches
-from embedlib.plan.documents import Document, cut, document_batches
+from embedlib.plan.documents import Document, batch_of_documents, cut
 from embedlib.source.changes import QueueReader
 from embedlib.source.reader import PendingReader, Span, has_vectors, stored_vectors
 from embedlib.source.rows import PendingRow, is_blank
@@ -138,12 +138,17 @@ class Planner:
         yield from self._cut(to_encode)
 
     def _plan_documents(self, groups: list[TextGroup]) -> Iterator[Batch]:
-        """A chunked target's batches: each text cut into chunks, each distinct chunk encoded once,
-        a chunk stored already (here or in another document) reused; a document with a chunk in
-        flight, or claimed by another run, is deferred whole, as a row's text is."""
+        """A chunked target's batches: each text cut into chunks, a batch's worth of documents at a
+        time (the model starts on the first while the rest are cut), each distinct chunk encoded
+        once in its batch, a chunk stored already (here or in another document) reused; a document
+        with a chunk in flight in an earlier batch, or claimed by another run, is deferred whole, as
+        a row's text is."""
         options = self._options
-        assert options.chunk_tokens is not None and options.count_tokens is not None
-        # A batch's worth of documents at a time: the model starts on the first while the rest are cut.
+        if not groups or options.count_tokens is None:
+            # No text to cut, or no tokenizer: the run found nothing to encode and loaded no model,
+            # and these rows came since; they are the next run's.
+            return
+        assert options.chunk_tokens is not None
         documents: list[Document] = []
         for group in groups:
             documents += cut([group], options.count_tokens, options.chunk_tokens, options.chunk_overlap)
@@ -154,6 +159,8 @@ class Planner:
 
     def _document_batches(self, documents: list[Document]) -> Iterator[Batch]:
         options = self._options
+        if not documents:
+            return
         hashes = {h for d in documents for h in d.hashes}
         look_up_all = self._had_vectors or self._sharing.others_seen
         candidates = [h for h in hashes if look_up_all or h in self._sent]
@@ -165,16 +172,15 @@ class Planner:
         if options.claim_every_text and options.respect_claims and new:
             mine = self._session.run(lambda conn: self._sharing.claim_texts(conn, new))
         kept = []
-        for document in documents:
-            waiting = [h for h in document.hashes if h not in stored and (h not in mine or self._in_flight(h))]
-            if waiting:
+        for document in documents:  # documents sharing a new chunk share this batch: it is encoded once
+            if any(h not in stored and (h not in mine or self._in_flight(h)) for h in document.hashes):
                 self.deferred += document.rows
             else:
                 kept.append(document)
-                for digest in document.hashes:
-                    if digest not in stored:
-                        self._remember(digest)
-        yield from document_batches(kept, options.batch_size, stored, self._frequencies)
+        for digest in {h for d in kept for h in d.hashes if h not in stored}:
+            self._remember(digest)
+        if kept:
+            yield batch_of_documents(kept, stored, self._frequencies)
 
     def _in_flight(self, text_hash: str) -> bool:
         return self._options.defer_in_flight and text_hash in self._sent

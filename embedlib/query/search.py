@@ -47,8 +47,10 @@ class Match(NamedTuple):
 
     @property
     def snippet(self) -> str:
-        """The part of the text that matched: the chunk's, or the text's whole."""
-        return self.text if self.start is None else self.text[self.start : self.end]
+        """The part of the text that matched: the chunk's, or the text's whole. (The offsets are the
+        text's when it was embedded: a text changed since shows what is there now.)"""
+        text = self.text or ""
+        return text if self.start is None else text[self.start : self.end]
 
 
 def nearest(
@@ -79,7 +81,7 @@ def nearest(
     )
     # A chunked target's nearest chunks may hold several of one row's: look at more of them.
     candidates = k * _CHUNKS_PER_ROW if target.chunked else k
-    parameters = {"query": literal, "model": name, "k": k, "candidates": candidates}
+    parameters: dict[str, Any] = {"query": literal, "model": name, "k": k, "candidates": candidates}
     with transaction(conn), conn.cursor() as cur:
         # SET LOCAL: for this query only, and harmless where no index is used.
         cur.execute("SET LOCAL hnsw.ef_search = %s", (min(max(40, candidates), MAX_EF_SEARCH),))
@@ -87,6 +89,11 @@ def nearest(
         cur.execute("SET LOCAL ivfflat.iterative_scan = relaxed_order")
         cur.execute(statement, parameters)
         rows = cur.fetchall()
+        while target.chunked and len(rows) < k and parameters["candidates"] < k * _CHUNKS_PER_ROW**2:
+            # The nearest chunks held fewer than k rows (a row's chunks are alike): look at more.
+            parameters["candidates"] *= _CHUNKS_PER_ROW
+            cur.execute(statement, parameters)
+            rows = cur.fetchall()
         if len(rows) < k:  # the index gave what it could: the exact answer, by a scan of every row
             cur.execute("SET LOCAL enable_indexscan = off")
             cur.execute("SET LOCAL enable_seqscan = on")

@@ -168,7 +168,7 @@ class WriteStep:
             rows=len(ids),
             encoded=encoded.encoded,
             failed=failed,
-            truncated=int(row_metrics.truncated.sum()),
+            truncated=0 if isinstance(self._sink, ChunkSink) else int(row_metrics.truncated.sum()),  # chunks fit
             encode_s=encoded.encode_s,
             write_s=time.perf_counter() - started,
             reconnects=self._sink.reconnects - reconnects_before,
@@ -233,7 +233,13 @@ class WriteStep:
         rows = sorted(reasons)
         ids = [batch.ids[row] for row in rows]
         hashes = [batch.text_hashes[batch.text_index[row]] for row in rows]
-        self._sink.record_failures(ids, hashes, [reasons[row] for row in rows], then=self._on_failed)
+        # What other runs wait on are the chunks' claims (a chunked batch claims chunks, not texts).
+        assert batch.chunks is not None
+        failed = np.isin(batch.chunks.row, rows)
+        chunk_hashes = sorted({h for h, f in zip(batch.chunks.chunk_hash, failed, strict=True) if f})
+        on_failed = self._on_failed
+        then = None if on_failed is None else (lambda conn, _: on_failed(conn, chunk_hashes))
+        self._sink.record_failures(ids, hashes, [reasons[row] for row in rows], then=then)
         log.warning(
             "%d rows failed to embed and were recorded in %s (first: %s)",
             len(ids),

@@ -31,6 +31,12 @@ class Chunking:
 def chunking_of(conn: Connection, target: TargetTable | None, tokens: int | None, overlap: int) -> Chunking | None:
     """How runs cut texts for ``target`` (None: a target still to be made) given ``--chunk-tokens``
     (None: as the target does) and ``--chunk-overlap``; refused if the target does otherwise."""
+    if tokens is None and overlap:
+        raise ConfigError("--chunk-overlap goes with --chunk-tokens: give both", option="chunk_overlap")
+    if tokens is not None and overlap >= tokens:
+        raise ConfigError(
+            f"--chunk-overlap {overlap} must be less than --chunk-tokens {tokens}", option="chunk_overlap"
+        )
     asked = Chunking(tokens, overlap) if tokens is not None else None
     if target is None:
         return asked
@@ -42,7 +48,8 @@ def chunking_of(conn: Connection, target: TargetTable | None, tokens: int | None
                 option="chunk_tokens",
             )
         return None
-    rows = fetch_all(conn, sql.SQL("SELECT value FROM {} WHERE key = 'chunking'").format(target.meta.ident))
+    query = sql.SQL("SELECT value FROM {} WHERE key = 'chunking'").format(target.meta.ident)
+    rows = fetch_all(conn, query) if target.meta.exists(conn) else []
     if not rows:  # made by a run that stopped before it recorded how: take what is asked
         if asked is None:
             raise ConfigError(

@@ -87,3 +87,24 @@ def test_with_the_models_tokenizer_an_inserted_sentence_changes_at_most_four_chu
     at = text.find(". ", len(text) // 2) + 2
     edited = text[:at] + "A sentence inserted in the middle of the document. " + text[at:]
     assert changed(chunks, chunk_text(edited, count, 256)) <= 4
+
+
+def characters(texts: Sequence[str]) -> list[int]:
+    """A tokenizer counting a token per four characters, spaces or not (as BPE does for a URL)."""
+    return [-(-len(t) // 4) + 2 for t in texts]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * 5000,  # base64, a URL, minified code: no space, no sentence end
+        "这是一个很长的句子，用来测试没有空格的文字。" * 60,  # noqa: RUF001 (sentences ending with no space after)
+        "Short words here. " + "y" * 900 + " and after it. " * 20,
+    ],
+)
+def test_text_without_spaces_is_cut_within_the_window_too(text):
+    chunks = chunk_text(text, characters, 64)
+    assert len(chunks) > 1 and all(c.tokens <= 64 and characters([c.text])[0] <= 64 for c in chunks)
+    assert "".join(text[c.start : c.end] for c in chunks).replace(" ", "") == text.replace(" ", "")
+    if "。" in text:
+        assert all(c.text.endswith("。") for c in chunks)

@@ -78,6 +78,13 @@ def test_a_chunked_target_holds_each_rows_chunks_as_slices_of_its_text(dsn, conn
         assert " ".join(text[c[2] : c[3]] for c in chunks).split() == text.split()  # nothing left out
     again = chunked(dsn, table).run()
     assert (again.rows, again.encoded) == (0, 0)
+    with conn.cursor() as cur:  # a blank row on an up-to-date target: no model is loaded for it
+        cur.execute(sql.SQL("UPDATE {} SET text = '' WHERE id = 2").format(sql.Identifier(table)))
+    blanked = chunked(dsn, table).run()
+    assert (blanked.rows, blanked.skipped) == (0, 1)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("UPDATE {} SET text = 'a short text' WHERE id = 2").format(sql.Identifier(table)))
+    chunked(dsn, table).run()
     status = chunked(dsn, table).status()  # rows, not chunks
     assert (status.rows, status.embedded, status.pending) == (3, 3, 0)
 
@@ -125,6 +132,10 @@ def test_chunking_options_that_do_not_fit_the_target_or_the_model_are_refused(ds
     Ingestor(dsn, table=plain, model=HashEncoder()).run()
     with pytest.raises(ConfigError, match="one vector per row"):
         chunked(dsn, plain).run()
+    with pytest.raises(ConfigError, match="must be less than --chunk-tokens"):
+        Ingestor(dsn, table=table, model=HashEncoder(), chunk_tokens=40, chunk_overlap=40).run()
+    with pytest.raises(ConfigError, match="goes with --chunk-tokens"):
+        Ingestor(dsn, table=table, model=HashEncoder(), chunk_overlap=8).run()
     too_long = tables.source([document(0, 40)])
     with pytest.raises(ConfigError, match="more than 'hash-encoder' reads"):
         Ingestor(dsn, table=too_long, model=HashEncoder(), chunk_tokens=500).run()
