@@ -90,10 +90,10 @@ def existing_target(conn: Connection, source: SourceTable, target: str | None) -
         raise SchemaError(f"table {label!r} has a 'chunk' column but no {missing[0]!r}: not an embedlib target")
     key = [columns["id"][0], columns["chunk"][0]] if chunked else [columns["id"][0]]
     if not fetch_all(conn, _PRIMARY_KEY, {"oid": oid, "key": key})[0][0]:
-        what = "(id, chunk)" if chunked else "(id)"
+        what, key_sql = ("(id, chunk)", "(id, chunk)") if chunked else ("id", "(id)")
         raise SchemaError(
             f"target {label!r} has no primary key on {what} (restored without it?); add it before embedding "
-            f"into it: ALTER TABLE {qualified(schema, name).as_string(conn)} ADD PRIMARY KEY {what}"
+            f"into it: ALTER TABLE {qualified(schema, name).as_string(conn)} ADD PRIMARY KEY {key_sql}"
         )
     vector_type, dimension = match.group(1), int(match.group(2))
     stem = side_table_stem(conn, schema, name)
