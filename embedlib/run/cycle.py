@@ -130,9 +130,9 @@ class _Run:
     def passes(self, limit: int | None) -> None:
         s, prepared, report = self.settings, self.prepared, self.report
         target, tracked = prepared.target, prepared.tracking is not None
-        duplicates = {}  # a run from the queue counts the texts it touched, after its passes
-        if prepared.full_pass:
-            duplicates = self.session.run(lambda conn: duplicate_counts(conn, prepared.source))
+        full_pass = prepared.full_pass and (not tracked or self._resync_is_mine())
+        # The source's counts, for a full pass; a run from the queue counts the texts it touched, after.
+        duplicates = self.session.run(lambda conn: duplicate_counts(conn, prepared.source)) if full_pass else None
         encoder = resolve_encoder(s.model) if prepared.to_encode else None  # loaded already if so
         chunking = prepared.chunking
         if chunking is not None and encoder is not None:
@@ -161,7 +161,7 @@ class _Run:
                 prepared=prepared,
                 sharing=self.sharing,
                 retries=self.retries,
-                duplicates=duplicates,
+                duplicates=duplicates or {},
                 executor=self.executor,
                 stages=stages,
                 on_blank=self._on_blank,
@@ -172,7 +172,7 @@ class _Run:
                 bar=bar,
             )
             reads_queue = tracked and not prepared.full_pass
-            if prepared.full_pass and (not tracked or self._resync_is_mine()):
+            if full_pass:
                 passes.run(dataclasses.replace(options), limit)
                 reads_queue = tracked and self._after_resync(limit)
             if reads_queue and not self.stop.is_set():
@@ -202,10 +202,11 @@ class _Run:
         self.session.run(lambda conn: synced(conn, self.prepared.target, marker))
         return True
 
-    def _upkeep(self, duplicates: dict[str, int], touched: set[str]) -> None:
+    def _upkeep(self, duplicates: dict[str, int] | None, touched: set[str]) -> None:
+        """``duplicates``: the source's counts, where the run made a full pass."""
         started = time.perf_counter()
         target, session = self.prepared.target, self.session
-        if self.prepared.full_pass:
+        if duplicates is not None:
             session.run(lambda conn: refresh_frequency(conn, target, duplicates))
         if self.prepared.tracking is not None:
             session.run(lambda conn: refresh_touched(conn, target, touched))

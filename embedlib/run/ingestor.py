@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections.abc import Callable, Sequence
@@ -93,12 +94,8 @@ class Ingestor:
         untracked table scans the source. ``on_cycle`` is given the report of every run that did
         something (``every_cycle``: of every run, for a status line or metrics). Returns the sum."""
         s = self.settings
-        dsn = resolve_dsn(s.dsn)
-        conn = connect(dsn, autocommit=True)
-        try:  # listening before the first run: no change after it goes unheard
-            wakeups = Wakeups(dsn, channel(conn, source_of(conn, s), s.target))
-        finally:
-            conn.close()
+        with self._connection() as conn:  # listening before the first run: no change after it goes unheard
+            wakeups = Wakeups(resolve_dsn(s.dsn), channel(conn, source_of(conn, s), s.target))
         try:
             run = functools.partial(self._run_once, None)
             return follow(run, self._stop, s.poll_interval_s, wakeups, on_cycle, every_cycle=every_cycle)
@@ -123,27 +120,21 @@ class Ingestor:
         if tracking was not fully in place before. Needs TRIGGER on the table and CREATE on the
         target's schema."""
         s = self.settings
-        conn = connect(resolve_dsn(s.dsn), autocommit=True)
-        try:
+        with self._connection() as conn:
             source = source_of(conn, s)
             target = tracked_target(conn, source, s)
             key = model_key(conn, target, model_identity(s.model))
             assert key is not None
             return track(conn, source, target, key)
-        finally:
-            conn.close()
 
     def untrack(self) -> bool:
         """Stop capturing the table's changes: its triggers, function and queue are dropped, and
         runs read the whole table again. True if it was tracked."""
         s = self.settings
-        conn = connect(resolve_dsn(s.dsn), autocommit=True)
-        try:
+        with self._connection() as conn:
             source = source_of(conn, s)
             target = served_target(conn, source, s.target)
             return target is not None and untrack(conn, source, target)
-        finally:
-            conn.close()
 
     def search(self, query: str, k: int = 10, *, metric: str | None = None) -> list[Match]:
         """The ``k`` rows nearest to ``query``, closest first: (id, text, distance).
@@ -152,35 +143,28 @@ class Ingestor:
         searched (a target holding another model's vectors is refused).
         ``metric`` defaults to the one given for the index.
         """
-        conn = connect(resolve_dsn(self.settings.dsn), autocommit=True)
-        try:
+        with self._connection() as conn:
             source, target = self._embedded_tables(conn)
             return nearest(conn, source, target, self.settings.model, query, k, metric or self.settings.metric)
-        finally:
-            conn.close()
 
     def status(self) -> Status:
         """Where the table stands for this Ingestor's model: rows embedded, pending, given up,
         vectors of deleted rows, runs working on it now. Reads only; loads no model."""
         s = self.settings
-        conn = connect(resolve_dsn(s.dsn), autocommit=True)
-        try:
-            source = source_of(conn, s)
-            return status(conn, source, s.target, s.model, s.max_attempts)
-        finally:
-            conn.close()
+        with self._connection() as conn:
+            return status(conn, source_of(conn, s), s.target, s.model, s.max_attempts)
 
     def build_index(self, method: str | None = None, metric: str | None = None) -> IndexReport:
         """Build a pgvector index on the stored vectors now (``index`` and ``metric`` by default,
         else HNSW and cosine), with a progress bar if asked for; an existing one is reported as is."""
-        dsn = resolve_dsn(self.settings.dsn)
-        conn = connect(dsn, autocommit=True)
-        try:
+        with self._connection() as conn:
             _, target = self._embedded_tables(conn)
-        finally:
-            conn.close()
         method = method or self.settings.index or "hnsw"
-        return self._build_index(dsn, target, method, metric or self.settings.metric)
+        return self._build_index(resolve_dsn(self.settings.dsn), target, method, metric or self.settings.metric)
+
+    def _connection(self) -> contextlib.closing[Connection]:
+        """A connection for one call, closed after it (autocommit: reads see the latest commits)."""
+        return contextlib.closing(connect(resolve_dsn(self.settings.dsn), autocommit=True))
 
     def _embedded_tables(self, conn: Connection) -> tuple[SourceTable, TargetTable]:
         """The source and its target, which must exist: search and index need stored vectors."""
