@@ -29,6 +29,12 @@ DTYPES = tuple(VECTOR_TYPES)
 INDEX_METHODS = ("hnsw", "ivfflat")
 METRICS = ("cosine", "l2", "ip")  # pgvector's distance operators: <=>, <->, <#>
 
+# Where a local model runs (--device): auto takes a GPU where torch sees one (CUDA, then Apple's
+# MPS), else the CPU. Its arithmetic (--precision): float16 and bfloat16 halve the weights and
+# about double a GPU's speed; float16 is refused on a CPU, which has no fast kernels for it.
+DEVICES = (AUTO, "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
 DSN_ENV_VARS = ("EMBEDLIB_DSN", "DATABASE_URL")  # highest priority first
 WORKERS_ENV_VAR = "EMBED_WORKERS"  # the name the original script used
 
@@ -124,12 +130,28 @@ class Settings:
         "the table leases (default: 10000, or 10 batches if larger)",
         flag="--window-size",
     )
-    # The default was the fastest for short and long texts (docs/performance.md).
-    batch_tokens: int = option(
-        2048,
+    # The default is the model's own (encode.local): 2048 for the default model on a CPU, the
+    # fastest for short and long texts there (docs/performance.md); more for a narrower model or a GPU.
+    batch_tokens: int | None = option(
+        None,
         Whole(0),
-        "cap each call to the model at this many tokens (texts x longest; default: %(default)s, 0: no cap)",
+        "cap each call to the model at this many tokens (texts x longest; default: sized for the model "
+        "and device, 2048 for the default model on a CPU; 0: no cap)",
         flag="--batch-tokens",
+    )
+    device: str = option(
+        AUTO,
+        Choice(DEVICES, "device"),
+        "where a local model runs: auto (a GPU if torch sees one, else the CPU), cpu, cuda or mps "
+        "(default: $EMBEDLIB_DEVICE, else auto)",
+        flag="--device",
+        env=("EMBEDLIB_DEVICE",),
+    )
+    precision: str = option(
+        "fp32",
+        Choice(PRECISIONS, "precision"),
+        "a local model's arithmetic: fp32, fp16 (a GPU only) or bf16 (default: %(default)s)",
+        flag="--precision",
     )
     metrics_only: bool = option(False, Flag(), "recompute metrics of embedded rows, no encoding", flag="--metrics-only")
     dtype: str | None = option(

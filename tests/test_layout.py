@@ -21,7 +21,7 @@ MAY_IMPORT = {
     "testing": {"db", "encode"},
     "store": {"db", "encode"},
     "source": {"db"},
-    "plan": {"db", "source", "store"},
+    "plan": {"db", "encode", "source", "store"},
     "query": {"db", "encode", "source", "store"},
     "run": {"db", "encode", "source", "store", "plan", "query"},
     "cli": {"db", "encode", "source", "store", "plan", "query", "run", "testing"},

@@ -13,6 +13,8 @@ from embedlib.options import OPTIONS, default
 # The settings ``embedlib ingest`` takes as flags of its own, beside the shared groups (see arguments.parents).
 INGEST_FLAGS = (
     "batch_tokens",
+    "device",
+    "precision",
     "reconnect_s",
     "max_attempts",
     "window_size",

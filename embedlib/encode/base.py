@@ -48,18 +48,21 @@ def encodes_concurrently(model: Any) -> bool:
     return is_remote(model) or bool(getattr(model, "concurrent", False))
 
 
-def resolve_encoder(model: Any) -> Encoder:
-    """An Encoder for a model name, path, service URL or object. Names load once per process."""
+def resolve_encoder(model: Any, *, device: str = "auto", precision: str = "fp32") -> Encoder:
+    """An Encoder for a model name, path, service URL or object. Names load once per process for
+    each ``device`` and ``precision`` (options.DEVICES, options.PRECISIONS; for a local model only)."""
     if is_remote(model):
         return _connect_remote(model)
     if isinstance(model, str):
         name = DEFAULT_MODEL if model in DEFAULT_MODEL_ALIASES else model
         path = local_path(name)
         if path is None:
-            return load_sentence_transformer(name, None, "")
+            return load_sentence_transformer(name, None, "", device, precision)
         # Cached by where the files are and what they hold, not by how the name was typed:
         # "./m" from another directory, or after its files changed, is another model.
-        return load_sentence_transformer(model_label(name), str(path.resolve()), fingerprint(path.resolve()))
+        return load_sentence_transformer(
+            model_label(name), str(path.resolve()), fingerprint(path.resolve()), device, precision
+        )
     if not callable(getattr(model, "encode", None)):
         raise ModelError(f"model {model!r} has no encode method")
     for attribute in ("name", "dimension"):

@@ -112,16 +112,20 @@ def preprocessor(model: Any) -> Any:
     return getattr(model, "preprocess", None) or model.tokenize  # renamed to preprocess in sentence-transformers 6
 
 
-def _bert_of(model: Any) -> Any:
-    """The BERT-style module inside a sentence-transformers model, or None for any other shape."""
+def inner_model(model: Any) -> Any:
+    """The transformers model inside a sentence-transformers model (its first module's), or None."""
     try:
         modules = list(model)
     except TypeError:
         return None
     if not modules:
         return None
-    first = modules[0]
-    bert = getattr(first, "model", None) or getattr(first, "auto_model", None)  # "model" since sentence-transformers 6
+    return getattr(modules[0], "model", None) or getattr(modules[0], "auto_model", None)  # "model" since 6
+
+
+def _bert_of(model: Any) -> Any:
+    """The BERT-style module inside a sentence-transformers model, or None for any other shape."""
+    bert = inner_model(model)
     config = getattr(bert, "config", None)
     if bert is None or config is None or bert.training or not hasattr(bert, "embeddings"):
         return None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedlib.encode.tokens import TokenIds
 from embedlib.source.rows import PendingRow
 
 
@@ -49,6 +50,7 @@ class Batch:
     vectors: np.ndarray | None = None  # stored vectors reused for ``texts``; None: encode them
     new_rows: bool = False  # no row of the batch was in the target when read: a plain COPY can insert them
     token_counts: np.ndarray | None = None  # one per distinct text, when the planner counted them
+    tokens: TokenIds | None = None  # the ids the model runs on, one per distinct text, when the planner made them
     seqs: list[int] | None = None  # one per row, on a tracked table: its change queue entry's (see db.queue)
     # A chunked target's batch (plan.documents): ``texts`` are the chunk texts to encode (with
     # ``token_counts``), ``text_hashes``, ``frequencies`` and ``documents`` (with their
@@ -77,6 +79,7 @@ class TextGroup:
     ids: list[str]
     stored: bool  # some row holding it has a target row already
     token_count: int | None = None  # from the model's tokenizer, once counted
+    token_row: int | None = None  # its position in the window's ``TokenIds``, once tokenized
     seqs: list[int] | None = None  # one per id, for rows read from a change queue
 
 
@@ -98,7 +101,12 @@ def group_by_text(rows: list[PendingRow]) -> list[TextGroup]:
 
 
 def make_batches(
-    groups: list[TextGroup], batch_size: int, *, frequencies: Mapping[str, int], max_tokens: int | None = None
+    groups: list[TextGroup],
+    batch_size: int,
+    *,
+    frequencies: Mapping[str, int],
+    max_tokens: int | None = None,
+    tokens: TokenIds | None = None,
 ) -> list[Batch]:
     """Sort distinct texts by length and cut them into batches of ``batch_size``.
 
@@ -106,14 +114,18 @@ def make_batches(
     pads to, so a batch of equal counts wastes nothing), else an estimate
     from characters. ``max_tokens`` is the model's sequence limit: longer
     texts are truncated, so they cost no more than that. ``frequencies``
-    gives how many source rows hold a text (absent: one).
+    gives how many source rows hold a text (absent: one). ``tokens``: the
+    window's token ids, which each group's ``token_row`` points into.
     """
 
     def cost(group: TextGroup) -> int:
         return encode_cost(group.text, group.token_count, max_tokens)
 
     ordered = sorted(groups, key=lambda g: (cost(g), len(g.text)))
-    return [batch_of(ordered[start : start + batch_size], frequencies) for start in range(0, len(ordered), batch_size)]
+    return [
+        batch_of(ordered[start : start + batch_size], frequencies, tokens=tokens)
+        for start in range(0, len(ordered), batch_size)
+    ]
 
 
 def encode_cost(text: str, token_count: int | None, max_tokens: int | None) -> int:
@@ -142,7 +154,15 @@ def budget_slices(costs: Sequence[int], budget: int) -> list[slice]:
     return slices
 
 
-def batch_of(groups: list[TextGroup], frequencies: Mapping[str, int], vectors: np.ndarray | None = None) -> Batch:
+def batch_of(
+    groups: list[TextGroup],
+    frequencies: Mapping[str, int],
+    vectors: np.ndarray | None = None,
+    *,
+    tokens: TokenIds | None = None,
+) -> Batch:
+    """The batch of ``groups``: their ``vectors`` if stored, else their ``tokens`` for the model
+    (the window's: see ``make_batches``), if tokenized."""
     ids: list[str] = []
     index: list[int] = []
     seqs: list[int] | None = [] if groups and all(g.seqs is not None for g in groups) else None
@@ -152,6 +172,9 @@ def batch_of(groups: list[TextGroup], frequencies: Mapping[str, int], vectors: n
         if seqs is not None and group.seqs is not None:
             seqs.extend(group.seqs)
     counted = all(g.token_count is not None for g in groups)
+    chosen = None
+    if tokens is not None and vectors is None and groups and all(g.token_row is not None for g in groups):
+        chosen = tokens.take(np.array([g.token_row for g in groups], dtype=np.int64))
     return Batch(
         texts=[g.text for g in groups],
         text_hashes=[g.text_hash for g in groups],
@@ -162,4 +185,5 @@ def batch_of(groups: list[TextGroup], frequencies: Mapping[str, int], vectors: n
         new_rows=not any(g.stored for g in groups),
         token_counts=np.array([g.token_count for g in groups], dtype=np.int64) if counted and groups else None,
         seqs=seqs,
+        tokens=chosen,
     )

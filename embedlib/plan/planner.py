@@ -25,6 +25,7 @@ import numpy as np
 
 from embedlib.db.relations import TargetTable
 from embedlib.db.session import Session
+from embedlib.encode.tokens import TokenIds
 from embedlib.plan.batching import Batch, TextGroup, batch_of, group_by_text, make_batches
 from embedlib.plan.documents import Document, batch_of_documents, cut
 from embedlib.source.changes import QueueReader
@@ -40,6 +41,9 @@ class PlanOptions:
     # The model's token counter: counted here, texts are sorted by tokens and
     # the writer needs no second count. None: sort by characters.
     count_tokens: Callable[[Sequence[str]], Sequence[int]] | None = None
+    # The model's tokenizer, where it can hand the model its ids (see encode.tokens): then texts
+    # are tokenized once, here, and their batches carry the ids to the model.
+    tokenize: Callable[[Sequence[str]], TokenIds] | None = None
     metrics_only: bool = False
     defer_in_flight: bool = True  # False in later passes: this run's own batches are all written
     respect_claims: bool = True  # False: encode texts other runs claimed too (after waiting too long for them)
@@ -103,9 +107,7 @@ class Planner:
             self._on_blank(blank)
         groups = group_by_text(rows)
         # (A chunked target's documents are counted as they are cut, a batch's worth at a time.)
-        if options.count_tokens is not None and groups and options.chunk_tokens is None:
-            for group, count in zip(groups, options.count_tokens([g.text for g in groups]), strict=True):
-                group.token_count = count
+        tokens = self._count(groups) if options.chunk_tokens is None else None
         if options.metrics_only:
             yield from self._cut(groups)
             return
@@ -135,7 +137,24 @@ class Planner:
             part = reuse[start : start + options.batch_size]
             vectors = np.stack([stored[g.text_hash] for g in part])
             yield batch_of(part, self._frequencies, vectors)
-        yield from self._cut(to_encode)
+        yield from self._cut(to_encode, tokens)
+
+    def _count(self, groups: list[TextGroup]) -> TokenIds | None:
+        """Count the groups' tokens; their ids for the model too, where the tokenizer can give them."""
+        options, texts = self._options, [g.text for g in groups]
+        tokens = None
+        if not groups:
+            return None
+        if options.tokenize is not None and not options.metrics_only:
+            tokens = options.tokenize(texts)
+            counts = tokens.counts.tolist()
+        elif options.count_tokens is not None:
+            counts = list(options.count_tokens(texts))
+        else:
+            return None
+        for position, (group, count) in enumerate(zip(groups, counts, strict=True)):
+            group.token_count, group.token_row = count, position
+        return tokens
 
     def _plan_documents(self, groups: list[TextGroup]) -> Iterator[Batch]:
         """A chunked target's batches: each text cut into chunks, a batch's worth of documents at a
@@ -201,13 +220,10 @@ class Planner:
                 kept.append(group)
         return kept
 
-    def _cut(self, groups: list[TextGroup]) -> list[Batch]:
+    def _cut(self, groups: list[TextGroup], tokens: TokenIds | None = None) -> list[Batch]:
         options = self._options
         return make_batches(
-            groups,
-            options.batch_size,
-            frequencies=self._frequencies,
-            max_tokens=options.max_tokens,
+            groups, options.batch_size, frequencies=self._frequencies, max_tokens=options.max_tokens, tokens=tokens
         )
 
     def _remember(self, text_hash: str) -> None:

@@ -20,14 +20,14 @@ import psycopg2
 
 from embedlib.db.relations import TargetTable
 from embedlib.db.session import Session, check_connection_room, resolve_dsn, server_time
-from embedlib.encode.base import Encoder, resolve_encoder
+from embedlib.encode.base import Encoder
 from embedlib.errors import EmbedlibError
 from embedlib.options import Settings
 from embedlib.plan.planner import PlanOptions
 from embedlib.redaction import get_logger
 from embedlib.run.executors import Executor, Stages
 from embedlib.run.passes import Passes
-from embedlib.run.prepare import Prepared, prepare
+from embedlib.run.prepare import Prepared, encoder_of, prepare
 from embedlib.run.report import BatchResult, IngestReport
 from embedlib.run.steps import EncodeSpec, EncodeStep, WriteStep
 from embedlib.source.counts import count_given_up, duplicate_counts
@@ -133,7 +133,7 @@ class _Run:
         full_pass = prepared.full_pass and (not tracked or self._resync_is_mine())
         # The source's counts, for a full pass; a run from the queue counts the texts it touched, after.
         duplicates = self.session.run(lambda conn: duplicate_counts(conn, prepared.source)) if full_pass else None
-        encoder = resolve_encoder(s.model) if prepared.to_encode else None  # loaded already if so
+        encoder = encoder_of(s) if prepared.to_encode else None  # loaded already if so
         chunking = prepared.chunking
         if chunking is not None and encoder is not None:
             check_chunking(encoder, chunking)
@@ -141,11 +141,14 @@ class _Run:
             batch_size=s.batch_size,
             max_tokens=getattr(encoder, "max_tokens", None),
             count_tokens=getattr(encoder, "count_tokens", None),
+            tokenize=getattr(encoder, "tokenize", None),
             metrics_only=s.metrics_only,
             chunk_tokens=chunking.tokens if chunking is not None else None,
             chunk_overlap=chunking.overlap if chunking is not None else 0,
         )
-        spec = EncodeSpec(s.model, target.dimension, target.vector_type, s.metrics_only, s.batch_tokens)
+        spec = EncodeSpec(
+            s.model, target.dimension, target.vector_type, s.metrics_only, s.batch_tokens, s.device, s.precision
+        )
         holder = self.sharing.key if tracked else None
         stages: Stages[Any, Any, BatchResult] = Stages(
             compute=functools.partial(EncodeStep, spec),  # no DSN: it may be sent to processes or actors

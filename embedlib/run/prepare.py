@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from embedlib.db.relations import SourceTable, TargetTable
 from embedlib.db.session import Connection, ensure_vector_extension, transaction
-from embedlib.encode.base import resolve_encoder
+from embedlib.encode.base import Encoder, resolve_encoder
 from embedlib.encode.identity import model_identity
 from embedlib.errors import SchemaError
 from embedlib.options import Settings
@@ -75,7 +75,7 @@ def prepare(conn: Connection, settings: Settings, retries: Retries) -> Prepared:
             counts = count_pending(conn, source, target, key, retries, metrics_only=s.metrics_only)
         if s.metrics_only:
             if counts and counts[1]:
-                resolve_encoder(s.model)  # its tokenizer counts tokens
+                encoder_of(s)  # its tokenizer counts tokens
         elif counts is None or counts[1] > 0:
             target = _made_target(conn, source, s, chunking)
             key = model_key(conn, target, identity)
@@ -84,6 +84,11 @@ def prepare(conn: Connection, settings: Settings, retries: Retries) -> Prepared:
             counts = count_pending(conn, source, target, key, retries)
         null_ids = count_null_ids(conn, source)
         return Prepared(source, target, key, counts[0], counts[1], null_ids, tracked, full_pass, chunking)
+
+
+def encoder_of(settings: Settings) -> Encoder:
+    """The run's encoder: loaded once per process for its model, device and precision."""
+    return resolve_encoder(settings.model, device=settings.device, precision=settings.precision)
 
 
 def source_of(conn: Connection, settings: Settings) -> SourceTable:
@@ -126,7 +131,7 @@ def tracked_target(conn: Connection, source: SourceTable, settings: Settings) ->
 
 def _made_target(conn: Connection, source: SourceTable, s: Settings, chunking: Chunking | None) -> TargetTable:
     """The target, made if missing (the model is loaded for its dimension), recording its chunking."""
-    encoder = resolve_encoder(s.model)
+    encoder = encoder_of(s)
     if chunking is not None:
         check_chunking(encoder, chunking)  # before the target is made chunked
     ensure_vector_extension(conn)

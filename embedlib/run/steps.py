@@ -19,6 +19,7 @@ import numpy as np
 from embedlib.db.session import Connection
 from embedlib.encode.base import Encoder, resolve_encoder
 from embedlib.encode.failures import isolate_failures, unstorable_rows
+from embedlib.encode.tokens import TokenIds
 from embedlib.errors import EncoderUnavailable
 from embedlib.plan.batching import Batch, budget_slices, encode_cost
 from embedlib.redaction import get_logger
@@ -36,7 +37,11 @@ class EncodeSpec:
     dimension: int  # of the target's vectors
     vector_type: str  # the target's (see options.VECTOR_TYPES): some vectors cannot be stored in it
     metrics_only: bool = False
-    batch_tokens: int = 0  # a token budget per encode call (see batching.budget_slices); 0: one call a batch
+    # A token budget per encode call (see batching.budget_slices); 0: one call a batch; None: the
+    # encoder's own ``call_tokens`` (sized for the model and device), else one call a batch.
+    batch_tokens: int | None = None
+    device: str = "auto"  # options.DEVICES, for a local model
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,9 @@ class EncodeStep:
 
     def __init__(self, spec: EncodeSpec) -> None:
         self._spec = spec
-        self._encoder = resolve_encoder(spec.model)
+        self._encoder = resolve_encoder(spec.model, device=spec.device, precision=spec.precision)
+        budget = spec.batch_tokens
+        self._budget = int(getattr(self._encoder, "call_tokens", 0)) if budget is None else budget
         self._model_worked = False  # has a call to the model succeeded yet (see failures.isolate_failures)
 
     def __call__(self, batch: Batch) -> EncodedBatch:
@@ -93,17 +100,25 @@ class EncodeStep:
     def _encode_within_budget(self, batch: Batch, start: int, stop: int) -> np.ndarray:
         """Vectors of ``batch.texts[start:stop]``, in calls to the model of at most ``batch_tokens`` tokens."""
         texts = batch.texts[start:stop]
-        if not self._spec.batch_tokens:
-            parts = [self._encode(texts)]
+        tokens = batch.tokens.slice(start, stop) if batch.tokens is not None else None
+        if not self._budget:
+            parts = [self._encode(texts, tokens)]
         else:
             max_tokens = getattr(self._encoder, "max_tokens", None)
             counts = batch.token_counts[start:stop] if batch.token_counts is not None else [None] * len(texts)
             costs = [encode_cost(text, count, max_tokens) for text, count in zip(texts, counts, strict=True)]
-            parts = [self._encode(texts[part]) for part in budget_slices(costs, self._spec.batch_tokens)]
+            parts = [
+                self._encode(texts[part], None if tokens is None else tokens.slice(part.start, part.stop))
+                for part in budget_slices(costs, self._budget)
+            ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        vectors = np.asarray(self._encoder.encode(texts))
+    def _encode(self, texts: list[str], tokens: TokenIds | None) -> np.ndarray:
+        """Vectors of ``texts``: from their ``tokens`` where the planner made them for this encoder."""
+        if tokens is not None and getattr(self._encoder, "tokenize", None) is not None:
+            vectors = np.asarray(self._encoder.encode_tokens(tokens))  # type: ignore[attr-defined]
+        else:
+            vectors = np.asarray(self._encoder.encode(texts))
         if vectors.shape != (len(texts), self._spec.dimension):
             # The encoder is at fault, not these texts (its dimension changed mid-run, say): the
             # run stops rather than filing every row as failed (see failures.isolate_failures).

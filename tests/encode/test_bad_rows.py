@@ -137,6 +137,14 @@ def encode(texts):
         raise RuntimeError("the model choked")
     return real_encode(texts)
 model.encode = encode
+# Batches reach the model as the token ids the planner made: the poison is its word's ids.
+poison = set(model.tokenize(["POISON"]).ids.tolist()) - set(model.tokenize([""]).ids.tolist())
+real_encode_tokens = model.encode_tokens
+def encode_tokens(tokens):
+    if poison & set(tokens.ids.tolist()):
+        raise RuntimeError("the model choked")
+    return real_encode_tokens(tokens)
+model.encode_tokens = encode_tokens
 sys.exit(cli.main(sys.argv[1:]))
 """
 
