@@ -15,7 +15,8 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from embedlib.db.session import connect, ensure_vector_extension
+from embedlib.db.server import ensure_vector_extension
+from embedlib.db.session import connect
 from embedlib.run.executors import EXECUTORS
 from embedlib.store.schema import SIDE_TABLES
 

@@ -21,7 +21,8 @@ from psycopg2 import sql
 from embedlib import Ingestor, IngestReport
 from embedlib.cli.app import SWITCH_INTERVAL_S
 from embedlib.db import copybin
-from embedlib.db.session import connect, ensure_vector_extension, resolve_dsn
+from embedlib.db.server import ensure_vector_extension
+from embedlib.db.session import connect, resolve_dsn
 from embedlib.encode.base import resolve_encoder
 from embedlib.store.schema import SIDE_TABLES
 

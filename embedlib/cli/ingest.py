@@ -72,6 +72,11 @@ def add_parser(commands: argparse._SubParsersAction, parents: Parents) -> None:
         metavar="HOST",
         help="with --metrics-port: the address to serve on (default: %(default)s; 0.0.0.0 for every interface)",
     )
+    ingest.add_argument(
+        "--debug",
+        action="store_true",
+        help="also show the round trips to the database: in all, setting up, reading and writing",
+    )
     ingest.set_defaults(handler=run)
 
 
@@ -100,5 +105,5 @@ def run(args: argparse.Namespace) -> int:
                 watching.close()
         else:
             report = ingestor.run(limit=args.limit)
-    print(report.to_json() if args.json else report.summary())
+    print(report.to_json() if args.json else report.summary(debug=args.debug))
     return 128 + SIGNALS.received[0] if SIGNALS.received else 0

@@ -83,15 +83,6 @@ class ChangeQueue:
             return dict(fetch_all(conn, statement, parameters))
         return {}
 
-    def seqs_held(self, conn: Connection, holder: int, ids: Sequence[str]) -> dict[str, int]:
-        """The entries among ``ids`` that ``holder`` holds, with their current seq: id -> seq."""
-        statement = sql.SQL(
-            "SELECT id::text, seq FROM {queue} WHERE holder = %s AND id = ANY (CAST(%s AS {id_type}[]))"
-        ).format(queue=self.ident, id_type=sql.SQL(self.id_type))
-        with contextlib.suppress(_GONE):
-            return dict(fetch_all(conn, statement, (holder, list(ids))))
-        return {}
-
     def last_seq(self, conn: Connection) -> int | None:
         """The newest entry's seq (None: an empty queue); a plain run goes no further, so that a
         table written to all the time does not keep it running."""

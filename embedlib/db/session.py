@@ -19,6 +19,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from embedlib.backoff import Backoff
+from embedlib.db.trips import CountingConnection, round_trips
 from embedlib.errors import DatabaseError, one_line
 from embedlib.options import default
 from embedlib.redaction import get_logger, normalize_dsn, remember_dsn
@@ -80,7 +81,9 @@ def connect(dsn: str, *, autocommit: bool = False) -> Connection:
     """
     remember_dsn(dsn)
     try:
-        conn = psycopg2.connect(normalize_dsn(dsn), application_name="embedlib", connect_timeout=10)
+        conn = psycopg2.connect(
+            normalize_dsn(dsn), application_name="embedlib", connect_timeout=10, connection_factory=CountingConnection
+        )
     except psycopg2.ProgrammingError as exc:  # malformed DSN: its fragments are not shown
         raise DatabaseError(f"invalid database dsn: {redact(_without_quoted_words(one_line(exc)))}") from None
     except psycopg2.Error as exc:
@@ -93,31 +96,6 @@ def connect(dsn: str, *, autocommit: bool = False) -> Connection:
 def qualified(schema: str, name: str) -> sql.Composed:
     """``"schema"."name"``, each part quoted as an identifier."""
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
-
-
-def ensure_vector_extension(conn: Connection) -> None:
-    """Create pgvector's extension if missing, or say exactly what to do."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
-        if cur.fetchone() is not None:
-            return
-        cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
-        available = cur.fetchone() is not None
-    if not available:
-        raise DatabaseError(
-            "the pgvector extension is not installed on this postgresql server: install it "
-            "(e.g. the postgresql-NN-pgvector package) or run without --dsn to use the embedded server"
-        )
-    try:
-        with conn.cursor() as cur:
-            cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        conn.commit()
-    except psycopg2.errors.InsufficientPrivilege:
-        conn.rollback()
-        raise DatabaseError(
-            "the pgvector extension is not enabled in this database and this user may not "
-            "create it: ask an administrator to run CREATE EXTENSION vector"
-        ) from None
 
 
 def fetch_all(conn: Connection, query: sql.Composable | str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -171,6 +149,7 @@ class Session:
         self._reconnect_s = reconnect_s
         self._on_connect = on_connect
         self.reconnects = 0
+        self._trips_before = 0  # round trips of the connections this session has closed
         self._conn: Connection | None = None
         if retry_first_connect:  # the run is under way: the server was there a moment ago
             self._reconnect(None)
@@ -212,8 +191,14 @@ class Session:
             transient=True,
         )
 
+    @property
+    def round_trips(self) -> int:
+        """Round trips to the server on this session's connections so far (see ``trips``)."""
+        return self._trips_before + round_trips(self._conn)
+
     def close(self) -> None:
         if self._conn is not None:
+            self._trips_before += round_trips(self._conn)
             self._conn.close()
             self._conn = None
 
@@ -228,9 +213,7 @@ class Session:
         self._conn = conn
 
     def _reconnect(self, cause: BaseException | None) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.close()
         reason = redact(one_line(cause), self._dsn) if cause else "connection closed"
         if cause is not None:
             log.warning("lost the database connection (%s); reconnecting", reason)
@@ -268,31 +251,21 @@ def transaction(conn: Connection) -> Iterator[Connection]:
             conn.autocommit = True
 
 
+@contextlib.contextmanager
+def one_statement(conn: Connection) -> Iterator[Connection]:
+    """One transaction for the one ``execute`` made within, in as few round trips as can be: on
+    an autocommit connection the statement string (several statements, ``;``-separated) is a
+    transaction of its own, with no BEGIN or COMMIT to wait for (see ``trips``); otherwise
+    ``transaction``."""
+    if conn.autocommit:
+        yield conn
+        return
+    with transaction(conn):
+        yield conn
+
+
 def rollback_quietly(conn: Connection) -> None:
     """Roll back if the connection is still there (a lost one has nothing to roll back)."""
     if not conn.closed:
         with contextlib.suppress(psycopg2.InterfaceError, psycopg2.OperationalError):
             conn.rollback()
-
-
-def check_connection_room(conn: Connection, needed: int) -> None:
-    """Refuse a run that needs more connections than the server has free, before it starts.
-
-    Beyond ``max_connections`` the server refuses new connections; a worker
-    would then wait out its reconnect time and fail, long after the start.
-    """
-    (limit, reserved, superuser, used) = fetch_all(
-        conn,
-        """
-        SELECT current_setting('max_connections')::int,
-               current_setting('superuser_reserved_connections')::int,
-               (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
-               (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')
-        """,
-    )[0]
-    free = limit - used - (0 if superuser else reserved)
-    if needed > free:
-        raise DatabaseError(
-            f"this run needs {needed} more database connections (one per worker) but the server has "
-            f"{max(free, 0)} free (max_connections {limit}, {used} in use); use fewer --workers"
-        )

@@ -18,7 +18,7 @@ For each window the planner
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,10 +26,10 @@ import numpy as np
 from embedlib.db.relations import TargetTable
 from embedlib.db.session import Session
 from embedlib.encode.tokens import TokenIds
+from embedlib.plan.awaiting import InFlight
 from embedlib.plan.batching import Batch, TextGroup, batch_of, group_by_text, make_batches
 from embedlib.plan.documents import Document, batch_of_documents, cut
-from embedlib.source.changes import QueueReader
-from embedlib.source.reader import PendingReader, Span, has_vectors, stored_vectors
+from embedlib.source.reader import has_vectors, stored_vectors
 from embedlib.source.rows import PendingRow, is_blank
 from embedlib.source.sharing import Sharing
 
@@ -56,13 +56,17 @@ class PlanOptions:
     # A chunked target: texts longer than this are cut into chunks (plan.chunking), each embedded.
     chunk_tokens: int | None = None
     chunk_overlap: int = 0
+    # Whether the target held vectors of this model when the pass began (None: ask it). False: only
+    # texts this run sent to the encoder can have vectors there, so only those are looked up.
+    had_vectors: bool | None = None
 
 
 class Planner:
     """Plans the batches of one pass over a ``PendingReader`` (or a ``changes.QueueReader``).
 
-    After the pass: ``skipped`` blank rows, ``deferred`` rows left for a
-    later pass, which reads ``deferred_spans``.
+    After the pass: ``skipped`` blank rows, and ``deferred`` rows left for a
+    later pass: ``deferred_rows``, which it plans again as they were read
+    (no second read: from a distant database that is a round trip a window).
     """
 
     def __init__(
@@ -74,8 +78,10 @@ class Planner:
         options: PlanOptions,
         sharing: Sharing,
         on_blank: Callable[[list[PendingRow]], None],
+        in_flight: InFlight,
     ) -> None:
-        """``on_blank(rows)`` is told of the blank rows of each window, to record them."""
+        """``on_blank(rows)`` is told of the blank rows of each window, to record them; rows of a
+        text this run is encoding wait in ``in_flight`` (which the run's writers report to)."""
         self._session = session
         self._sharing = sharing
         self._on_blank = on_blank
@@ -86,15 +92,44 @@ class Planner:
         self._sent: OrderedDict[str, None] = OrderedDict()  # hashes sent to the encoder, oldest first
         self.skipped = 0
         self.deferred = 0
-        self.deferred_spans: list[Span] = []
-        self._had_vectors = options.metrics_only or session.run(lambda conn: has_vectors(conn, target, model))
+        self.deferred_rows: list[PendingRow] = []
+        self.in_flight = in_flight
+        had = options.had_vectors
+        if had is None:
+            had = session.run(lambda conn: has_vectors(conn, target, model))
+        self._had_vectors = options.metrics_only or had
 
-    def batches(self, reader: PendingReader | QueueReader) -> Iterator[Batch]:
-        for window in reader:
-            deferred = self.deferred
+    def batches(self, windows: Iterable[list[PendingRow]]) -> Iterator[Batch]:
+        """The batches of each window of rows (a ``PendingReader``, a ``changes.QueueReader``, or
+        the rows an earlier pass deferred)."""
+        for window in windows:
             yield from self._plan(window)
-            if self.deferred > deferred and reader.span is not None:
-                self.deferred_spans.append(reader.span)
+        while (ready := self.in_flight.ready()) is not None:
+            yield from self._reuse(ready)
+        for group in self.in_flight.give_up():
+            self._defer(group)
+
+    def _reuse(self, groups: list[TextGroup]) -> Iterator[Batch]:
+        """Batches of ``groups`` whose text this pass has written; any whose vector is not there
+        (the model failed on it) are left for a later pass."""
+        hashes = [g.text_hash for g in groups]
+        stored = self._session.run(lambda conn: stored_vectors(conn, self._target, self._model, hashes))
+        for group in groups:
+            if group.text_hash not in stored:
+                self._defer(group)
+        found = [g for g in groups if g.text_hash in stored]
+        for start in range(0, len(found), self._options.batch_size):
+            part = found[start : start + self._options.batch_size]
+            yield batch_of(part, self._frequencies, np.stack([stored[g.text_hash] for g in part]))
+
+    def _defer(self, group: TextGroup) -> None:
+        """Leave the rows of ``group`` for a later pass."""
+        self.deferred += len(group.ids)
+        seqs: list[int | None] = list(group.seqs) if group.seqs else [None] * len(group.ids)
+        self.deferred_rows += [
+            PendingRow(row_id, group.text, group.text_hash, group.stored, seq)
+            for row_id, seq in zip(group.ids, seqs, strict=True)
+        ]
 
     def _plan(self, window: list[PendingRow]) -> Iterator[Batch]:
         options = self._options
@@ -127,7 +162,7 @@ class Planner:
             if group.text_hash in stored:
                 continue
             if options.defer_in_flight and group.text_hash in self._sent:
-                self.deferred += len(group.ids)
+                self.in_flight.wait_for(group)
                 continue
             to_encode.append(group)
         to_encode = self._claimed(to_encode)
@@ -135,8 +170,7 @@ class Planner:
             self._remember(group.text_hash)
         for start in range(0, len(reuse), options.batch_size):
             part = reuse[start : start + options.batch_size]
-            vectors = np.stack([stored[g.text_hash] for g in part])
-            yield batch_of(part, self._frequencies, vectors)
+            yield batch_of(part, self._frequencies, np.stack([stored[g.text_hash] for g in part]))
         yield from self._cut(to_encode, tokens)
 
     def _count(self, groups: list[TextGroup]) -> TokenIds | None:
@@ -193,7 +227,7 @@ class Planner:
         kept = []
         for document in documents:  # documents sharing a new chunk share this batch: it is encoded once
             if any(h not in stored and (h not in mine or self._in_flight(h)) for h in document.hashes):
-                self.deferred += document.rows
+                self._defer(document.group)
             else:
                 kept.append(document)
         for digest in {h for d in kept for h in d.hashes if h not in stored}:
@@ -206,7 +240,9 @@ class Planner:
 
     def _claimed(self, groups: list[TextGroup]) -> list[TextGroup]:
         """The groups this run may encode: other runs may hold rows with the same text only
-        if it is duplicated; those texts are claimed first, and the others' claims deferred."""
+        if it is duplicated; those texts are claimed first, and the others' claims deferred.
+        (Claimed whether or not another run is seen yet: one may start at any moment, and no
+        text is encoded twice across runs.)"""
         every = self._options.claim_every_text
         shared = [g.text_hash for g in groups if every or g.text_hash in self._frequencies]
         if not shared or not self._options.respect_claims:
@@ -215,7 +251,7 @@ class Planner:
         kept = []
         for group in groups:
             if (every or group.text_hash in self._frequencies) and group.text_hash not in mine:
-                self.deferred += len(group.ids)
+                self._defer(group)
             else:
                 kept.append(group)
         return kept

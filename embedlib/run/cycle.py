@@ -19,10 +19,12 @@ from typing import Any
 import psycopg2
 
 from embedlib.db.relations import TargetTable
-from embedlib.db.session import Session, check_connection_room, resolve_dsn, server_time
+from embedlib.db.server import check_connection_room
+from embedlib.db.session import Session, resolve_dsn, server_time
 from embedlib.encode.base import Encoder
 from embedlib.errors import EmbedlibError
 from embedlib.options import Settings
+from embedlib.plan.awaiting import InFlight
 from embedlib.plan.planner import PlanOptions
 from embedlib.redaction import get_logger
 from embedlib.run.executors import Executor, Stages
@@ -31,7 +33,7 @@ from embedlib.run.prepare import Prepared, encoder_of, prepare
 from embedlib.run.report import BatchResult, IngestReport
 from embedlib.run.steps import EncodeSpec, EncodeStep, WriteStep
 from embedlib.source.counts import count_given_up, duplicate_counts
-from embedlib.source.reader import Retries
+from embedlib.source.reader import Retries, has_vectors
 from embedlib.source.rows import PendingRow
 from embedlib.source.sharing import Sharing
 from embedlib.store.chunk_sink import ChunkSink
@@ -73,9 +75,9 @@ def run_once(
         retries = Retries(s.max_attempts, session.run(server_time))
         prepared = session.run(lambda conn: prepare(conn, s, retries))
         sharing.start(prepared.source, prepared.target, prepared.model_key)
-        report = _new_report(s, executor, prepared, limit, setup_s=time.perf_counter() - started)
+        report = _new_report(s, executor, prepared, limit)
         report.given_up = session.run(lambda conn: count_given_up(conn, prepared.source, prepared.target, retries))
-        _Run(s, dsn, session, prepared, sharing, retries, executor, stop, report).passes(limit)
+        _Run(s, dsn, session, prepared, sharing, retries, executor, stop, report, started).passes(limit)
         if s.index and not report.stopped:
             report.index = build_index(dsn, prepared.target)
     finally:
@@ -86,12 +88,11 @@ def run_once(
                 session.run(sharing.release)
         session.close()
     report.seconds = time.perf_counter() - started
+    report.round_trips = session.round_trips + report.write_round_trips
     return report
 
 
-def _new_report(
-    s: Settings, executor: Executor, prepared: Prepared, limit: int | None, *, setup_s: float
-) -> IngestReport:
+def _new_report(s: Settings, executor: Executor, prepared: Prepared, limit: int | None) -> IngestReport:
     if prepared.null_ids:
         log.warning(
             "%d rows of %s have a NULL %r and are left out: embedlib keys vectors by it; give them ids",
@@ -105,7 +106,6 @@ def _new_report(
         workers=executor.workers,
         batch_size=s.batch_size,
         metrics_only=s.metrics_only,
-        setup_s=setup_s,
         tracked=prepared.tracking is not None,
     )
     report.pending = prepared.pending if limit is None else min(prepared.pending, limit)
@@ -126,6 +126,7 @@ class _Run:
     executor: Executor
     stop: threading.Event
     report: IngestReport
+    started: float  # when the run began (perf_counter)
 
     def passes(self, limit: int | None) -> None:
         s, prepared, report = self.settings, self.prepared, self.report
@@ -137,7 +138,11 @@ class _Run:
         chunking = prepared.chunking
         if chunking is not None and encoder is not None:
             check_chunking(encoder, chunking)
+        had_vectors = s.metrics_only or self.session.run(lambda conn: has_vectors(conn, target, prepared.model_key))
+        # Setup ends here: what comes next is done row by row.
+        report.setup_s, report.setup_round_trips = time.perf_counter() - self.started, self.session.round_trips
         options = PlanOptions(
+            had_vectors=had_vectors,
             batch_size=s.batch_size,
             max_tokens=getattr(encoder, "max_tokens", None),
             count_tokens=getattr(encoder, "count_tokens", None),
@@ -150,10 +155,11 @@ class _Run:
             s.model, target.dimension, target.vector_type, s.metrics_only, s.batch_tokens, s.device, s.precision
         )
         holder = self.sharing.key if tracked else None
+        in_flight = InFlight(options.recent_hashes)
         stages: Stages[Any, Any, BatchResult] = Stages(
             compute=functools.partial(EncodeStep, spec),  # no DSN: it may be sent to processes or actors
             finish=functools.partial(
-                _writer, self.dsn, target, prepared.model_key, s.reconnect_s, encoder, self.sharing, holder
+                _writer, self.dsn, target, prepared.model_key, s.reconnect_s, encoder, self.sharing, holder, in_flight
             ),
         )
         removal_s: list[float] = []  # on the reader's thread: added to the report after the passes
@@ -170,6 +176,7 @@ class _Run:
                 on_blank=self._on_blank,
                 on_covered=functools.partial(self._on_covered, removal_s),
                 on_gone=self._on_gone,
+                in_flight=in_flight,
                 report=report,
                 stop=self.stop,
                 bar=bar,
@@ -183,7 +190,10 @@ class _Run:
                 # Other runs may read the queue at once, and no run knows the source's counts.
                 passes.run(dataclasses.replace(options, claim_every_text=True), limit)
         report.write_s += sum(removal_s)
-        self._upkeep(duplicates, passes.touched)
+        # A target that held no vector of the model, that no other run wrote to, holds only rows
+        # this run wrote, with the frequencies of the source's counts: none to correct.
+        fresh = not had_vectors and not self.sharing.others_seen
+        self._upkeep(None if fresh else duplicates, passes.touched)
 
     def _resync_is_mine(self) -> bool:
         """Whether this run makes the full pass a tracked table is due (after track or a TRUNCATE).
@@ -246,10 +256,17 @@ def _writer(
     encoder: Encoder | None,
     sharing: Sharing,
     holder: int | None,
+    in_flight: InFlight,
 ) -> WriteStep:
     """A writer thread's step, with its own connection (made here, in the thread, at its first batch)."""
     sink = (ChunkSink if target.chunked else Sink)(dsn, target, model_key, reconnect_s=reconnect_s, holder=holder)
-    return WriteStep(sink, encoder, errors_label=target.errors.label, on_failed=sharing.release_texts)
+    return WriteStep(
+        sink,
+        encoder,
+        errors_label=target.errors.label,
+        on_failed=sharing.release_texts,
+        on_written=in_flight.settled,
+    )
 
 
 def _progress_bar(total: int, *, enabled: bool) -> Any:

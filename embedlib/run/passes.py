@@ -1,27 +1,28 @@
 """The passes of one run over the source: read and plan on one side, the executor's steps on the other.
 
 The first pass covers the spans this run leases. Rows it deferred (their text
-was in flight, here or in another run sharing the table) are read again by
-later passes over just their spans, until none are left.
+was in flight, here or in another run sharing the table) are planned again by
+later passes, as they were read, until none are left.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from embedlib.backoff import Backoff
 from embedlib.db.session import Session
 from embedlib.options import Settings
+from embedlib.plan.awaiting import InFlight
 from embedlib.plan.batching import Batch
 from embedlib.plan.planner import Planner, PlanOptions
 from embedlib.run.executors import Executor, Stages
 from embedlib.run.prepare import Prepared
 from embedlib.run.report import BatchResult, IngestReport
 from embedlib.source.changes import QueueReader
-from embedlib.source.reader import PendingReader, Retries, Span
+from embedlib.source.reader import PendingReader, Retries
 from embedlib.source.rows import PendingRow
 from embedlib.source.sharing import Sharing
 
@@ -45,6 +46,7 @@ class Passes:
     on_blank: Callable[[list[PendingRow]], None]  # records the blank rows a pass meets
     on_covered: Callable[[str | None, str | None], None]  # cleans up a stretch of ids the first pass read
     on_gone: Callable[[list[str], list[int]], None]  # removes rows the change queue names that are gone
+    in_flight: InFlight  # rows waiting for a text this run is encoding (the writers report to it)
     report: IngestReport
     stop: threading.Event
     bar: Any  # a tqdm progress bar
@@ -56,33 +58,34 @@ class Passes:
         change queue it holds); then passes over those with rows deferred, until none are left."""
         planner = self._pass(options, limit=limit)
         options.defer_in_flight = False  # this run's batches are all written now
+        options.had_vectors = True  # those batches' vectors among them
         backoff = Backoff(0.05, 1.0)
-        while planner.deferred_spans and not self.stop.is_set():
+        while planner.deferred_rows and not self.stop.is_set():
             # Rows whose text was in flight: this run's (its vector is stored now), or
             # another run's (stored soon, or its claim freed if that run dies). Wait for
             # the other run, but not forever: past CLAIM_WAIT_S, encode the text here too.
+            # They are planned again as read (a row changed or deleted since is set right by the
+            # next run, as any row changed while a run is under way is).
             options.respect_claims = backoff.waited < CLAIM_WAIT_S
-            planner = self._pass(options, spans=planner.deferred_spans, again=True)
-            if planner.deferred_spans:
+            planner = self._pass(options, rows=planner.deferred_rows)
+            if planner.deferred_rows:
                 backoff.sleep()
 
-    def _pass(
-        self,
-        options: PlanOptions,
-        *,
-        limit: int | None = None,
-        spans: Sequence[Span] | None = None,
-        again: bool = False,
-    ) -> Planner:
-        """One scan of the source (or of ``spans`` of it): plan batches, run them on the executor,
-        add up the results.
-
-        ``again``: a scan of spans an earlier pass covered, whose blank rows are counted already.
-        """
+    def _pass(self, options: PlanOptions, *, limit: int | None = None, rows: list[PendingRow] | None = None) -> Planner:
+        """One scan of the source (or the ``rows`` an earlier pass deferred, which holds no blank
+        row): plan batches, run them on the executor, add up the results."""
         prepared, report = self.prepared, self.report
-        reader = self._reader(limit, spans, again)
+        again = rows is not None
+        reader = self._reader(limit) if rows is None else _Replay(rows, self.settings.window)
         planner = Planner(
-            self.session, prepared.target, prepared.model_key, self.duplicates, options, self.sharing, self.on_blank
+            self.session,
+            prepared.target,
+            prepared.model_key,
+            self.duplicates,
+            options,
+            self.sharing,
+            self.on_blank,
+            self.in_flight,
         )
         skipped = 0
         for result in self.executor.map_unordered(self.stages, _until_set(self.stop, planner.batches(reader))):
@@ -101,17 +104,29 @@ class Passes:
             self.touched.update(reader.touched)
         return planner
 
-    def _reader(self, limit: int | None, spans: Sequence[Span] | None, again: bool) -> PendingReader | QueueReader:
+    def _reader(self, limit: int | None) -> PendingReader | QueueReader:
         prepared = self.prepared
         parts = (self.session, prepared.source, prepared.target, prepared.model_key, self.retries, self.sharing)
         window = self.settings.window
         if self.from_queue:
-            return QueueReader(*parts, window_size=window, on_gone=self.on_gone, limit=limit, spans=spans)
-        on_covered = None if again else self.on_covered
+            return QueueReader(*parts, window_size=window, on_gone=self.on_gone, limit=limit)
         metrics_only = self.settings.metrics_only
         return PendingReader(
-            *parts, window_size=window, limit=limit, metrics_only=metrics_only, spans=spans, on_covered=on_covered
+            *parts, window_size=window, limit=limit, metrics_only=metrics_only, on_covered=self.on_covered
         )
+
+
+class _Replay:
+    """The rows an earlier pass deferred, again, in windows: a reader that reads nothing."""
+
+    seconds = 0.0
+
+    def __init__(self, rows: list[PendingRow], window: int) -> None:
+        self._rows, self._window = rows, window
+
+    def __iter__(self) -> Iterator[list[PendingRow]]:
+        for start in range(0, len(self._rows), self._window):
+            yield self._rows[start : start + self._window]
 
 
 def _until_set(stop: threading.Event, batches: Iterator[Batch]) -> Iterator[Batch]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from embedlib.db.relations import SourceTable, TargetTable
-from embedlib.db.session import Connection, ensure_vector_extension, transaction
+from embedlib.db.server import ensure_vector_extension
+from embedlib.db.session import Connection, transaction
 from embedlib.encode.base import Encoder, resolve_encoder
 from embedlib.encode.identity import model_identity
 from embedlib.errors import SchemaError

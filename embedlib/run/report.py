@@ -17,6 +17,7 @@ class BatchResult:
     write_s: float
     reconnects: int = 0  # connections lost and made again while writing it
     truncated: int = 0  # rows written whose text is longer than the model's window (cut to it)
+    round_trips: int = 0  # to the database, writing it (see db.trips)
 
 
 @dataclass
@@ -59,6 +60,12 @@ class IngestReport:
     queue_depth: int | None = None  # on a tracked table: changes waiting when the run ended
     queue_age_s: float | None = None  # and how long the oldest of them has waited
     notes: list[str] = field(default_factory=list)
+    # Round trips to the database (see db.trips): in all, of them before the first row (setup) and
+    # writing the run's ``batches``; the rest read and planned.
+    round_trips: int = 0
+    setup_round_trips: int = 0
+    write_round_trips: int = 0
+    batches: int = 0
 
     @property
     def rows_per_s(self) -> float:
@@ -71,7 +78,8 @@ class IngestReport:
 
     def merge(self, later: IngestReport) -> None:
         """Add a later run's counts and times to this report (following a table: one report in all)."""
-        for name in ("rows", "encoded", "skipped", "truncated", "failed", "removed", "reconnects"):
+        counts = ("rows", "encoded", "skipped", "truncated", "failed", "removed", "reconnects", "batches")
+        for name in (*counts, "round_trips", "setup_round_trips", "write_round_trips"):
             setattr(self, name, getattr(self, name) + getattr(later, name))
         for name in ("seconds", "setup_s", "read_s", "encode_s", "write_s"):
             setattr(self, name, getattr(self, name) + getattr(later, name))
@@ -86,6 +94,8 @@ class IngestReport:
         self.failed += batch.failed
         self.truncated += batch.truncated
         self.reconnects += batch.reconnects
+        self.batches += 1
+        self.write_round_trips += batch.round_trips
         self.encode_s += batch.encode_s
         self.write_s += batch.write_s
 
@@ -99,7 +109,17 @@ class IngestReport:
     def to_json(self) -> str:
         return json.dumps(self.as_dict())
 
-    def summary(self) -> str:
+    def debug_lines(self) -> list[str]:
+        """What ``--debug`` adds to the summary: where a distant database charges."""
+        reading = self.round_trips - self.setup_round_trips - self.write_round_trips
+        per_batch = self.write_round_trips / self.batches if self.batches else 0.0
+        return [
+            f"  round trips to the database: {self.round_trips} in all; {self.setup_round_trips} setting up, "
+            f"{reading} reading and planning, {self.write_round_trips} writing {self.batches} batches "
+            f"({per_batch:.1f} a batch)"
+        ]
+
+    def summary(self, *, debug: bool = False) -> str:
         verb = "updated metrics of" if self.metrics_only else "embedded"
         lines = [
             f"{verb} {self.rows} rows of {self.table} into {self.target} "
@@ -132,4 +152,6 @@ class IngestReport:
         if self.stopped:
             lines.append("  stopped early: batches under way were committed; the next run does the rest")
         lines.extend(f"  note: {note}" for note in self.notes)
+        if debug:
+            lines.extend(self.debug_lines())
         return "\n".join(lines)

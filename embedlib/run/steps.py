@@ -146,7 +146,10 @@ class WriteStep:
         *,
         errors_label: str,
         on_failed: Callable[[Connection, Sequence[str]], None] | None = None,
+        on_written: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
+        """``on_written(text_hashes)`` is told of the texts of each batch (not chunked) once written."""
+        self._on_written = on_written
         self._sink = sink
         self._encoder = encoder  # for counting tokens the planner did not count; None: no tokenizer
         self._errors_label = errors_label
@@ -172,13 +175,15 @@ class WriteStep:
         seqs = batch.seqs if not failed or batch.seqs is None else np.asarray(batch.seqs)[row_keep].tolist()
         hashes = np.array(batch.text_hashes, dtype="S32")[index]  # md5 hex digests, one per row
         row_metrics = metrics.take(index)
-        reconnects_before = self._sink.reconnects
+        reconnects_before, trips_before = self._sink.reconnects, self._sink.round_trips
         if ids and vectors is None:
             self._sink.write_metrics(ids, hashes, row_metrics)
         elif ids and vectors is not None:
             self._sink.write_embeddings(
                 ids, hashes, vectors[index], row_metrics, batch.frequencies[index], new_rows=batch.new_rows, seqs=seqs
             )
+        if self._on_written is not None:
+            self._on_written(batch.text_hashes)
         return BatchResult(
             rows=len(ids),
             encoded=encoded.encoded,
@@ -187,6 +192,7 @@ class WriteStep:
             encode_s=encoded.encode_s,
             write_s=time.perf_counter() - started,
             reconnects=self._sink.reconnects - reconnects_before,
+            round_trips=self._sink.round_trips - trips_before,
         )
 
     def _write_chunks(self, encoded: EncodedBatch) -> BatchResult:
@@ -230,7 +236,7 @@ class WriteStep:
         )
         row_ids = [row_id for row_id, kept in zip(batch.ids, row_keep, strict=True) if kept]
         seqs = None if batch.seqs is None else np.asarray(batch.seqs)[row_keep].tolist()
-        reconnects_before = self._sink.reconnects
+        reconnects_before, trips_before = self._sink.reconnects, self._sink.round_trips
         if row_ids:
             assert isinstance(self._sink, ChunkSink)
             self._sink.write_chunks(rows, row_ids=row_ids, seqs=seqs)
@@ -241,6 +247,7 @@ class WriteStep:
             encode_s=encoded.encode_s,
             write_s=time.perf_counter() - started,
             reconnects=self._sink.reconnects - reconnects_before,
+            round_trips=self._sink.round_trips - trips_before,
         )
 
     def _record_chunk_failures(self, batch: Batch, reasons: dict[int, str]) -> None:

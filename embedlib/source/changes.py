@@ -21,20 +21,20 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 from psycopg2 import sql
 
 from embedlib.db.relations import SourceTable, TargetTable
 from embedlib.db.session import Connection, Session, fetch_all, transaction
-from embedlib.source.reader import HELD_BACK, Retries, Span, needs_work, rows_of
+from embedlib.source.reader import HELD_BACK, Retries, needs_work, rows_of
 from embedlib.source.rows import PendingRow, is_blank
 from embedlib.source.sharing import Sharing
 
 
 class QueueReader:
     """Iterates windows of pending rows named by the change queue; ``seconds`` is the time spent in
-    queries, and ``span`` the ids of the window last yielded (what a later pass is given again)."""
+    queries."""
 
     def __init__(
         self,
@@ -48,7 +48,6 @@ class QueueReader:
         window_size: int,
         on_gone: Callable[[list[str], list[int]], None],
         limit: int | None = None,
-        spans: Sequence[Span] | None = None,
     ) -> None:
         self._session = session
         self._queue = target.queue
@@ -58,9 +57,7 @@ class QueueReader:
         self._window_size = window_size
         self._on_gone = on_gone
         self._limit = limit
-        self._spans = spans
         self.seconds = 0.0
-        self.span: Span | None = None
         self.touched: set[str] = set()
         cond = needs_work(False)
         self._query = sql.SQL(
@@ -81,30 +78,20 @@ class QueueReader:
 
     def __iter__(self) -> Iterator[list[PendingRow]]:
         remaining = self._limit
-        given = iter(self._spans) if self._spans is not None else None
         # What was queued when the pass began: a table written to all the time does not keep a
         # run going (a follower's next run takes the rest).
-        up_to = self._session.run(self._queue.last_seq) if given is None else None
-        while remaining is None or remaining > 0:
+        up_to = self._session.run(self._queue.last_seq)
+        while (remaining is None or remaining > 0) and up_to is not None:
             started = time.perf_counter()
-            if given is not None:
-                ids = next(given, None)
-                if ids is None:
-                    break
-                entries = self._session.run(lambda conn: self._queue.seqs_held(conn, self._holder, ids))  # noqa: B023
-            else:
-                size = self._window_size if remaining is None else min(self._window_size, remaining)
-                if up_to is None:
-                    break
-                claim = functools.partial(self._queue.claim, holder=self._holder, size=size, up_to_seq=up_to)
-                entries = self._session.run(claim)
-                if not entries:
-                    break
+            size = self._window_size if remaining is None else min(self._window_size, remaining)
+            claim = functools.partial(self._queue.claim, holder=self._holder, size=size, up_to_seq=up_to)
+            entries = self._session.run(claim)
+            if not entries:
+                break
             window = self._triage(entries)
             self.seconds += time.perf_counter() - started
             if remaining is not None:
                 remaining -= sum(not is_blank(row.text) for row in window)
-            self.span = tuple(row.id for row in window)
             if window:
                 yield window
 

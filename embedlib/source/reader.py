@@ -157,9 +157,7 @@ def stored_vectors(
     return dict(zip(hashes, vectors, strict=True))
 
 
-# What a later pass is given to read again: for PendingReader the first and last id of a span,
-# for changes.QueueReader the ids of a window (in their text form).
-Span = tuple[str, ...]
+Span = tuple[str, str]  # the first and last id of a leased span, in their text form
 
 
 class PendingReader:
@@ -168,8 +166,7 @@ class PendingReader:
     A window is what one span of up to ``window_size`` source ids holds that
     needs work (fewer rows, or none, where the target is up to date). Spans
     are leased one at a time (see ``sharing.Sharing``), so ingestors sharing
-    the table read different rows; or, for a later pass, they are the
-    ``spans`` given. ``span`` is the span of the window last yielded.
+    the table read different rows.
     """
 
     def __init__(
@@ -184,7 +181,6 @@ class PendingReader:
         window_size: int,
         limit: int | None = None,
         metrics_only: bool = False,
-        spans: Sequence[Span] | None = None,
         on_covered: Callable[[str | None, str | None], None] | None = None,
     ) -> None:
         """``on_covered(after, last)`` is told of each stretch of ids ``(after, last]`` a pass over
@@ -197,9 +193,7 @@ class PendingReader:
         self._sharing = sharing
         self._window_size = window_size
         self._limit = limit
-        self._spans = spans
         self.seconds = 0.0
-        self.span: Span | None = None
         span = sql.SQL("{id} >= CAST(%(first)s AS {id_type}) AND {id} <= CAST(%(last)s AS {id_type})").format(
             id=sql.Identifier(source.id_column),
             id_type=sql.SQL(source.id_type),  # format_type: quoted already
@@ -214,17 +208,16 @@ class PendingReader:
 
     def __iter__(self) -> Iterator[list[PendingRow]]:
         remaining = self._limit
-        given = iter(self._spans) if self._spans is not None else None
         after: str | None = None
         # The first spans are small and grow to window_size: the first batches
         # reach the encoder without waiting for a whole window to be read and planned.
         size = min(self._window_size, max(1000, self._window_size // 8))
         while remaining is None or remaining > 0:
             started = time.perf_counter()
-            span = next(given, None) if given is not None else self._lease(after, size)
+            span = self._lease(after, size)
             if span is None:
                 self.seconds += time.perf_counter() - started
-                if given is None and self._on_covered is not None:
+                if self._on_covered is not None:
                     self._on_covered(after, None)  # past the source's last id: nothing but deleted rows
                 return
             parameters = {
@@ -243,11 +236,11 @@ class PendingReader:
             if remaining is not None:  # blank rows cost nothing and count for nothing
                 window = _first_with_text(window, remaining)
                 remaining -= sum(not is_blank(row.text) for row in window)
-            if given is None and self._on_covered is not None:
-                self._on_covered(after, span[1])
-            after, self.span = span[1], span
             if window:
                 yield window
+            if self._on_covered is not None:  # once the window is planned: not in the way of its batches
+                self._on_covered(after, span[1])
+            after = span[1]
             size = min(2 * size, self._window_size)
 
     def _lease(self, after: str | None, size: int) -> Span | None:

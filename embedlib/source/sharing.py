@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from typing import Any
 
 from psycopg2 import sql
 
 from embedlib.db.queue import HOLDERS, LIVE_HOLDERS
 from embedlib.db.relations import SourceTable, TargetTable
-from embedlib.db.session import Connection, fetch_all, transaction
+from embedlib.db.session import Connection, fetch_all, one_statement
+from embedlib.source.leases import take_statement
 
 TARGETS = 0x656D63  # advisory lock space serialising lease-taking on one target
 RESYNCS = 0x656D64  # advisory lock space of the run making a tracked target's full pass
@@ -72,81 +72,27 @@ class Sharing:
         self._claims = target.claims.ident
         self._target_label = target.label
         self._id_type = target.id_type
-        parts = {
-            "source": source.ident,
-            "id": sql.Identifier(source.id_column),
-            "leases": self._leases,
-            "id_type": sql.SQL(source.id_type),  # format_type: quoted already
-        }
-        others = "l.holder <> %(me)s AND l.model = %(model)s"
-
-        def without_and_with(template: str, condition: str) -> list[sql.Composed]:
-            """``template`` without ``{condition}`` (index 0) and with it (index 1): the query for a bound or none."""
-            return [sql.SQL(template).format(condition=sql.SQL(c).format(**parts), **parts) for c in ("", condition)]
-
-        # The first source id after %(after)s; the end of another holder's lease
-        # that covers it, if one does; and the start of the next one after it.
-        self._next_query = without_and_with(
-            "WITH n AS (SELECT s.{id} AS id FROM {source} s {condition} ORDER BY s.{id} LIMIT 1) "
-            "SELECT n.id::text, "
-            "(SELECT l.last_id::text FROM {leases} l WHERE " + others + " AND l.first_id <= n.id "
-            "AND n.id <= l.last_id ORDER BY l.last_id DESC LIMIT 1), "
-            "(SELECT l.first_id::text FROM {leases} l WHERE " + others + " AND l.first_id > n.id "
-            "ORDER BY l.first_id LIMIT 1) FROM n",
-            "WHERE s.{id} > CAST(%(after)s AS {id_type})",
-        )
-        # A lease of this holder's past %(after)s: taken, but the connection was lost before it was
-        # read (it is read before the next is taken), so the answer to a retried take().
-        self._mine_query = without_and_with(
-            "SELECT first_id::text, last_id::text FROM {leases} WHERE holder = %(me)s {condition} "
-            "ORDER BY first_id LIMIT 1",
-            "AND first_id > CAST(%(after)s AS {id_type})",
-        )
-        # The last id of a window of up to %(size)s ids from %(first)s, ending before %(stop)s if set.
-        self._last_query = without_and_with(
-            "SELECT w.id::text FROM (SELECT s.{id} AS id FROM {source} s "
-            "WHERE s.{id} >= CAST(%(first)s AS {id_type}) {condition} ORDER BY s.{id} LIMIT %(size)s) w "
-            "ORDER BY w.id DESC LIMIT 1",
-            "AND s.{id} < CAST(%(stop)s AS {id_type})",
-        )
+        # Taking a lease: one round trip (see ``leases``), from the first id or after one.
+        self._take = [take_statement(source, self._leases, bounded=bounded) for bounded in (False, True)]
 
     def take(self, conn: Connection, after: str | None, size: int) -> tuple[str, str] | None:
         """Lease the next window of up to ``size`` source ids after ``after`` that no other live
         holder has leased: (first id, last id), or None when there is none left."""
-        with transaction(conn), conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (TARGETS, self._target_label))
-            cur.execute(
-                sql.SQL("DELETE FROM {} WHERE holder NOT IN ({})").format(self._leases, LIVE_HOLDERS)
-            )  # the leases of holders that died
-            cur.execute(
-                sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE holder <> %s AND model = %s)").format(self._leases),
-                (self.key, self.model),
-            )
-            self.others_seen = self.others_seen or bool(_one(cur)[0])
-            parameters: dict[str, object] = {"me": self.key, "model": self.model, "after": after, "size": size}
-            cur.execute(self._mine_query[after is not None], parameters)
-            mine = cur.fetchone()
-            if mine is not None:
-                return mine[0], mine[1]
-            while True:
-                cur.execute(self._next_query[after is not None], parameters)
-                found = cur.fetchone()
-                if found is None:
-                    return None
-                first, covered_until, stop = found
-                if covered_until is None:
-                    break
-                after = parameters["after"] = covered_until  # another holder's range: jump past it
-            cur.execute(self._last_query[stop is not None], {"first": first, "stop": stop, "size": size})
-            (last,) = _one(cur)
-            cur.execute(
-                sql.SQL(
-                    "INSERT INTO {} (holder, model, first_id, last_id) VALUES (%s, %s, CAST(%s AS {id_type}), "
-                    "CAST(%s AS {id_type}))"
-                ).format(self._leases, id_type=sql.SQL(self._id_type)),
-                (self.key, self.model, first, last),
-            )
-        return first, last
+        parameters = {
+            "space": TARGETS,
+            "target": self._target_label,
+            "me": self.key,
+            "model": self.model,
+            "after": after,
+            "size": size,
+        }
+        with one_statement(conn), conn.cursor() as cur:
+            cur.execute(self._take[after is not None], parameters)
+            row = cur.fetchone()
+        if row is None:
+            return None
+        self.others_seen = self.others_seen or bool(row[2])
+        return row[0], row[1]
 
     def claim_texts(self, conn: Connection, text_hashes: Sequence[str]) -> set[str]:
         """Claim texts to encode, by hash; returns those now this holder's (new, already its own,
@@ -179,18 +125,10 @@ class Sharing:
     def release(self, conn: Connection) -> None:
         """Drop this holder's leases and claims, and those of holders that died (its advisory
         lock goes with its connection)."""
-        with transaction(conn), conn.cursor() as cur:
-            for table in (self._leases, self._claims):
-                cur.execute(
-                    sql.SQL("DELETE FROM {} WHERE holder = %s OR holder NOT IN ({})").format(table, LIVE_HOLDERS),
-                    (self.key,),
-                )
-
-
-def _one(cur: Any) -> tuple[Any, ...]:
-    row = cur.fetchone()
-    assert row is not None  # the query returns one row
-    return tuple(row)
+        delete = sql.SQL("DELETE FROM {} WHERE holder = %(me)s OR holder NOT IN ({})")
+        statements = sql.SQL("; ").join(delete.format(table, LIVE_HOLDERS) for table in (self._leases, self._claims))
+        with one_statement(conn), conn.cursor() as cur:
+            cur.execute(statements, {"me": self.key})
 
 
 def live_holders(conn: Connection, target: TargetTable) -> set[int]:

@@ -63,6 +63,10 @@ class Sink:
     def reconnects(self) -> int:
         return self._session.reconnects
 
+    @property
+    def round_trips(self) -> int:
+        return self._session.round_trips
+
     def close(self) -> None:
         self._session.close()
 

@@ -13,7 +13,7 @@ from psycopg2 import sql
 from embedlib.db import copybin
 from embedlib.db.queue import Cursor
 from embedlib.db.relations import SourceTable, TargetTable
-from embedlib.db.session import Connection, transaction
+from embedlib.db.session import Connection, one_statement, transaction
 
 _DUPLICATES = sql.Identifier("embedlib_duplicates")
 
@@ -147,12 +147,15 @@ def remove_orphans(
     past the last one included, so a full run leaves no vector without its row.
     """
     gone = deleted_rows(source, bounded_after=after is not None, bounded_last=last is not None)
-    parameters = {"after": after, "last": last}
-    with transaction(conn), conn.cursor() as cur:
-        cur.execute(sql.SQL("DELETE FROM {} x WHERE {}").format(target.ident, gone), parameters)
-        removed = cur.rowcount
-        cur.execute(sql.SQL("DELETE FROM {} x WHERE {}").format(target.errors.ident, gone), parameters)
-    return removed
+    # One statement (one round trip: a run makes this call once a window).
+    statement = sql.SQL(
+        "WITH errors AS (DELETE FROM {errors} x WHERE {gone}), vectors AS (DELETE FROM {target} x WHERE {gone} "
+        "RETURNING 1) SELECT count(*) FROM vectors"
+    ).format(errors=target.errors.ident, target=target.ident, gone=gone)
+    with one_statement(conn), conn.cursor() as cur:
+        cur.execute(statement, {"after": after, "last": last})
+        (removed,) = cur.fetchone() or (0,)
+    return int(removed)
 
 
 def deleted_rows(source: SourceTable, *, bounded_after: bool = False, bounded_last: bool = False) -> sql.Composable:

@@ -106,6 +106,9 @@ class Proxy:
             except OSError:
                 client.close()
                 continue
+            for sock in (client, server):  # as libpq does: no waiting to fill a segment (Nagle)
+                if sock.family != socket.AF_UNIX:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._sockets |= {client, server}
             for source, sink in ((client, server), (server, client)):
@@ -205,6 +208,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--latency-ms", type=float, default=5.0)
     args = parser.parse_args()
+    # A pump thread woken by its socket takes the interpreter at once, as a network would pass
+    # the bytes on: at the default 5 ms it can wait that long behind another pump.
+    sys.setswitchinterval(0.0005)
     proxy = Proxy(os.environ[_UPSTREAM_VARIABLE], latency_ms=args.latency_ms)
     print(proxy.port, flush=True)
     with contextlib.suppress(KeyboardInterrupt):
