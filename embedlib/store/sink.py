@@ -16,8 +16,9 @@ from psycopg2 import sql
 from embedlib.db import copybin
 from embedlib.db.queue import Cursor
 from embedlib.db.relations import TargetTable
-from embedlib.db.session import DEFAULT_RECONNECT_S, Connection, Session, rollback_quietly, transaction
+from embedlib.db.session import DEFAULT_RECONNECT_S, Connection, Session, transaction
 from embedlib.store.metrics import UNKNOWN_TOKENS, TextMetrics
+from embedlib.store.staging import Staging
 
 _STAGE = sql.Identifier("embedlib_stage")
 _METRICS_STAGE = sql.Identifier("embedlib_metrics_stage")
@@ -53,10 +54,10 @@ class Sink:
         self._target = target
         self._model = model
         self._holder = holder
-        self._staged: set[str] = set()  # staging tables made on the current connection
+        self._staging = Staging()  # the staging tables of the current connection
         # Sinks connect once a run is under way: a refused connection is a fault to wait out.
         self._session = Session(
-            dsn, reconnect_s=reconnect_s, on_connect=lambda conn: self._staged.clear(), retry_first_connect=True
+            dsn, reconnect_s=reconnect_s, on_connect=lambda conn: self._staging.forget(), retry_first_connect=True
         )
 
     @property
@@ -69,17 +70,6 @@ class Sink:
 
     def close(self) -> None:
         self._session.close()
-
-    def _stage(self, conn: Connection, name: sql.Identifier, columns: str) -> None:
-        key = name.string
-        if key in self._staged:
-            return
-        with conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(name, sql.SQL(columns))
-            )
-        conn.commit()
-        self._staged.add(key)
 
     def write_embeddings(
         self,
@@ -245,20 +235,11 @@ class Sink:
         statements: sql.Composed | Sequence[sql.Composed],
         settle: Callable[[Cursor], list[str]] | None = None,
     ) -> None:
-        """COPY ``data`` into the staging table ``stage``, then run ``statements`` on it; one transaction."""
-        self._stage(conn, stage, columns)
-        try:
-            with conn.cursor() as cur:
-                cur.copy_expert(sql.SQL("COPY pg_temp.{} FROM STDIN (FORMAT binary)").format(stage), io.BytesIO(data))
-                parameters: dict[str, object] = {"model": self._model, "unknown": UNKNOWN_TOKENS}
-                if settle is not None:
-                    parameters["settled"] = settle(cur)
-                for statement in [statements] if isinstance(statements, sql.Composed) else statements:
-                    cur.execute(statement, parameters)
-            conn.commit()  # ON COMMIT DELETE ROWS empties the stage
-        except BaseException:
-            rollback_quietly(conn)
-            raise
+        """COPY ``data`` into the staging table ``stage``, then run ``statements`` on it: one
+        transaction, in three round trips (see ``staging``)."""
+        listed = [statements] if isinstance(statements, sql.Composed) else list(statements)
+        parameters: dict[str, object] = {"model": self._model, "unknown": UNKNOWN_TOKENS}
+        self._staging.apply(conn, stage, columns, data, listed, parameters, settle)
 
 
 def _embedding_columns(

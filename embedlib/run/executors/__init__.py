@@ -37,13 +37,15 @@ def make_executor(
     concurrent_encoder: bool = False,
     autoscale: bool = False,
     ray_address: str | None = None,
+    device: str = AUTO,
 ) -> Executor:
     """An executor by name: one of ``EXECUTORS``, or ``"auto"`` (see ``AUTO_EXECUTOR``).
 
     ``workers`` is what each executor runs in parallel (writer threads,
     threads or processes); None means that executor's default. With
     ``autoscale``, ``workers`` is the most the threaded executor may use
-    (see ``run.autoscale``); other executors do not scale. ``ray_address`` is the Ray executor's cluster.
+    (see ``run.autoscale``); other executors do not scale. ``ray_address`` is the Ray executor's cluster;
+    ``device`` where its actors run the model: ``cpu``, or on the cluster's GPUs where it has them.
     """
     if name == AUTO:
         name = (ThreadedExecutor if autoscale else AUTO_EXECUTOR).name
@@ -62,6 +64,7 @@ def make_executor(
         options["concurrent_compute"] = concurrent_encoder
     elif cls is RayExecutor:
         options["address"] = ray_address
+        options["num_gpus"] = 0.0 if device == "cpu" else None
     return cls(**options) if workers is None else cls(workers, **options)
 
 

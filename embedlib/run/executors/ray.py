@@ -9,9 +9,10 @@ ingest`` processes share one table, and only the compute step's factory,
 items and what it makes of them cross to the actors: never a connection or a
 DSN. Actors are started at the first item and kept until ``shutdown()``
 (like the process executor's processes: loading a model takes seconds).
-Each actor asks for one CPU, or ``num_gpus`` GPUs where the cluster has them
-(its model then runs on the GPU: ``EMBEDLIB_DEVICE=cuda`` in the actor), and
-caps torch at ``cores / workers`` threads on its node.
+Each actor asks for one CPU and, where the cluster has GPUs (and the run's
+``--device`` is not ``cpu``), one GPU, or a share of one when there are fewer
+GPUs than actors; its model then runs on the GPU (``EMBEDLIB_DEVICE=cuda`` in
+the actor). It caps torch at ``cores / workers`` threads on its node.
 
 Without an address it starts (or joins) a local Ray instance in this
 process; ``address`` joins a cluster made with ``ray start --head`` on one
@@ -41,7 +42,11 @@ ACTOR_START_S = 300.0
 class RayExecutor(PipelinedExecutor):
     name = "ray"
 
-    def __init__(self, workers: int = 2, *, address: str | None = None, num_gpus: float = 0.0, depth: int = 4) -> None:
+    def __init__(
+        self, workers: int = 2, *, address: str | None = None, num_gpus: float | None = None, depth: int = 4
+    ) -> None:
+        """``num_gpus`` each actor asks for; None: a GPU each while the cluster has enough, else a
+        share, and none on a cluster without GPUs (its model then runs on the actor's CPU)."""
         super().__init__(workers, depth=depth, concurrent_compute=True)  # one compute thread per actor
         self.address = address or None
         self.num_gpus = num_gpus
@@ -75,7 +80,8 @@ class RayExecutor(PipelinedExecutor):
             except ray.exceptions.GetTimeoutError:
                 raise ConfigError(
                     f"a Ray actor did not start in {ACTOR_START_S:g} s: does the cluster have "
-                    f"{self.num_gpus:g} GPUs free per worker, and embedlib installed on every node?"
+                    f"the GPUs asked for ({self.num_gpus if self.num_gpus is not None else 'a share'} per worker) "
+                    "free, and embedlib installed on every node?"
                 ) from None
             return _OnActor(actor)
 
@@ -86,10 +92,14 @@ class RayExecutor(PipelinedExecutor):
             join(ray, self.address)
         # One CPU each while the cluster has enough, else a share: more actors than CPUs
         # asking for a whole one would wait for each other forever.
-        cpus = min(1.0, float(ray.cluster_resources().get("CPU", 1)) / self.workers)
-        actor_class = ray.remote(num_cpus=cpus, num_gpus=self.num_gpus)(_ComputeActor)
+        resources = ray.cluster_resources()
+        cpus = min(1.0, float(resources.get("CPU", 1)) / self.workers)
+        gpus = self.num_gpus
+        if gpus is None:  # like the CPUs: a share where there are fewer GPUs than actors
+            gpus = min(1.0, float(resources.get("GPU", 0)) / self.workers)
+        actor_class = ray.remote(num_cpus=cpus, num_gpus=gpus)(_ComputeActor)
         torch_threads = max(1, (os.cpu_count() or 1) // self.workers)
-        self._actors = [actor_class.remote(torch_threads, self.num_gpus > 0) for _ in range(self.workers)]
+        self._actors = [actor_class.remote(torch_threads, gpus > 0) for _ in range(self.workers)]
 
     def shutdown(self) -> None:
         with self._lock:
