@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from embedlib.errors import ConfigError
-from embedlib.rules import Amount, Anything, Choice, Flag, Name, Rule, Text, Whole
+from embedlib.rules import Amount, Anything, Choice, Device, Flag, Name, Rule, Text, Whole
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 AUTO = "auto"  # the executor chosen for the model (see run.executors.make_executor)
@@ -32,7 +32,6 @@ METRICS = ("cosine", "l2", "ip")  # pgvector's distance operators: <=>, <->, <#>
 # Where a local model runs (--device): auto takes a GPU where torch sees one (CUDA, then Apple's
 # MPS), else the CPU. Its arithmetic (--precision): float16 and bfloat16 halve the weights and
 # about double a GPU's speed; float16 is refused on a CPU, which has no fast kernels for it.
-DEVICES = (AUTO, "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 DSN_ENV_VARS = ("EMBEDLIB_DSN", "DATABASE_URL")  # highest priority first
@@ -141,8 +140,8 @@ class Settings:
     )
     device: str = option(
         AUTO,
-        Choice(DEVICES, "device"),
-        "where a local model runs: auto (a GPU if torch sees one, else the CPU), cpu, cuda or mps "
+        Device(),
+        "where a local model runs: auto (a GPU if torch sees one, else the CPU), cpu, cuda, cuda:N or mps "
         "(default: $EMBEDLIB_DEVICE, else auto)",
         flag="--device",
         env=("EMBEDLIB_DEVICE",),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -133,6 +134,21 @@ class Flag(_Plain):
 
     def accepts(self, value: Any) -> bool:
         return isinstance(value, bool)
+
+
+class Device(_Plain):
+    """Where a model runs: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` (a GPU by number) or ``mps``."""
+
+    what = "auto, cpu, cuda, cuda:N or mps"
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str) and (
+            value in ("auto", "cpu", "cuda", "mps") or bool(re.fullmatch(r"cuda:\d+", value))
+        )
+
+    def check(self, name: str, value: Any) -> None:
+        if not self.accepts(value):
+            raise ConfigError(f"unknown device {value!r} (choose from: {self.what})", option=name)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 With the database 20 ms away a round trip costs more than writing a batch,
 so embedlib counts them (``IngestReport.round_trips``, shown by ``--debug``)
-and spends as few as it can: a lease is one statement, a new batch one COPY.
+and spends as few as it can: a lease is one round trip, a batch of new rows
+two (a COPY), a batch written again three (see ``store.staging``).
 Every connection ``session.connect`` opens is a ``CountingConnection``.
 
 What counts as one: a statement (``execute``); the ``BEGIN`` psycopg2 sends

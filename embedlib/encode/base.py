@@ -50,7 +50,7 @@ def encodes_concurrently(model: Any) -> bool:
 
 def resolve_encoder(model: Any, *, device: str = "auto", precision: str = "fp32") -> Encoder:
     """An Encoder for a model name, path, service URL or object. Names load once per process for
-    each ``device`` and ``precision`` (options.DEVICES, options.PRECISIONS; for a local model only)."""
+    each ``device`` and ``precision`` (rules.Device, options.PRECISIONS; for a local model only)."""
     if is_remote(model):
         return _connect_remote(model)
     if isinstance(model, str):

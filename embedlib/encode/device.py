@@ -16,13 +16,14 @@ from embedlib.errors import ConfigError
 # its calls hold proportionally more tokens.
 CPU_CALL_TOKENS = 2048
 REFERENCE_WIDTH = 384
-# A GPU wants calls large enough to fill it, far past a CPU's caches; its memory is the limit,
-# and 16 times the CPU's (32,768 tokens of the default model) is far within any GPU's.
+# A GPU wants calls large enough to fill it, far past a CPU's caches; its memory is the limit:
+# 16 times the CPU's budget (32,768 tokens of the default model) keeps a call's activations to a
+# few hundred MB for models up to about 1,024 wide (--batch-tokens lowers it for larger ones).
 GPU_CALL_FACTOR = 16
 
 
 def resolve_device(requested: str) -> str:
-    """``cpu``, ``cuda`` or ``mps`` for ``requested`` (one of options.DEVICES); ``auto``: the
+    """``cpu``, ``cuda[:N]`` or ``mps`` for ``requested`` (see rules.Device); ``auto``: the
     ``EMBEDLIB_DEVICE`` this process was given (a Ray actor's), else a GPU if torch sees one."""
     import torch
 
@@ -33,10 +34,17 @@ def resolve_device(requested: str) -> str:
             return "cuda"
         mps = getattr(torch.backends, "mps", None)
         return "mps" if mps is not None and mps.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "--device cuda: torch sees no CUDA GPU here (is this torch build CUDA-enabled?)", option="device"
-        )
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"--device {requested}: torch sees no CUDA GPU here (is this torch build CUDA-enabled?)",
+                option="device",
+            )
+        number = int(requested.partition(":")[2] or 0)
+        if number >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device {requested}: torch sees {torch.cuda.device_count()} GPUs here", option="device"
+            )
     if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("--device mps: torch sees no Apple GPU here", option="device")
     return requested

@@ -117,7 +117,10 @@ class SentenceTransformerEncoder:
         backend = getattr(self._model.tokenizer, "_tokenizer", None)
         if backend is None or not hasattr(backend, "encode_batch_fast") or self._prompted:
             return
-        texts = [*PROBE_TEXTS, "  Spaces AROUND, Ünïcode and 中文 ", "\ttab\nnewline"]
+        if getattr(self._model.tokenizer, "truncation_side", "right") != "right":
+            return  # FastTokenizer cuts on the right, as the window is filled from the start
+        past_the_window = "long " * (self.max_tokens + 10)
+        texts = [*PROBE_TEXTS, past_the_window, "  Spaces AROUND, Ünïcode and 中文 ", "\ttab\nnewline"]
         try:
             tokenizer = FastTokenizer(backend, self.max_tokens)
             expected = dict(preprocessor(self._model)(texts))
@@ -172,10 +175,8 @@ def load_sentence_transformer(
 @functools.cache
 def _load(name: str, path: str | None, fingerprint: str, device: str, precision: str) -> SentenceTransformerEncoder:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # Tokenize a batch on every core. Said explicitly: the tokenizer then prints no warning in a
-    # child forked after it ran (embedlib's worker processes are spawned; a program that forks
-    # and tokenizes in the child should set it to false, as the tokenizers library advises).
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    # TOKENIZERS_PARALLELISM is left as the user set it: unset, the tokenizer uses every core and
+    # turns that off by itself in a child forked after it ran (embedlib's own workers are spawned).
     _quiet_transformers()
     from sentence_transformers import SentenceTransformer
 

@@ -70,7 +70,7 @@ def estimated_tokens(text: str) -> int:
     return len(text) // 4 + 2  # + [CLS] and [SEP]
 
 
-@dataclass
+@dataclass(slots=True)  # one per distinct text of a window: made by the ten thousand
 class TextGroup:
     """One distinct text and the ids of the rows holding it."""
 
@@ -86,17 +86,16 @@ class TextGroup:
 def group_by_text(rows: list[PendingRow]) -> list[TextGroup]:
     """Fold rows with the same text (blank rows must be filtered out before)."""
     groups: dict[str, TextGroup] = {}
-    for row in rows:
-        assert row.text is not None and row.text_hash is not None, "blank rows are filtered before batching"
-        group = groups.get(row.text_hash)
+    for row_id, text, text_hash, stored, seq in rows:
+        assert text is not None and text_hash is not None, "blank rows are filtered before batching"
+        group = groups.get(text_hash)
         if group is None:
-            seqs = None if row.seq is None else [row.seq]
-            groups[row.text_hash] = TextGroup(row.text_hash, row.text, [row.id], row.stored, seqs=seqs)
+            groups[text_hash] = TextGroup(text_hash, text, [row_id], stored, seqs=None if seq is None else [seq])
         else:
-            group.ids.append(row.id)
-            group.stored = group.stored or row.stored
-            if group.seqs is not None and row.seq is not None:
-                group.seqs.append(row.seq)
+            group.ids.append(row_id)
+            group.stored = group.stored or stored
+            if group.seqs is not None and seq is not None:
+                group.seqs.append(seq)
     return list(groups.values())
 
 

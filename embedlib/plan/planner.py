@@ -7,10 +7,11 @@ For each window the planner
 - reuses the vector the target already holds for a text (same model), by
   hash, so a text that appears again later in the run, or was embedded by an
   earlier run for another row, costs no encoding;
-- defers the rows of a text that this run has sent to the encoder but whose
-  vector is not committed yet (still in flight), or that another run sharing
-  the table has claimed (see ``source.sharing``): they stay pending, and the run's
-  next pass over their window reuses the vector;
+- holds the rows of a text that this run has sent to the encoder but whose
+  vector is not committed yet (still in flight) until it is (``awaiting``), then
+  reuses the vector; defers the rows of a text another run sharing the table
+  has claimed (see ``source.sharing``) to a later pass, which plans them again
+  and reuses the vector that run stores;
 - counts tokens with the model's tokenizer, then sorts what is left by
   token count and cuts it into batches.
 """
@@ -103,15 +104,25 @@ class Planner:
         """The batches of each window of rows (a ``PendingReader``, a ``changes.QueueReader``, or
         the rows an earlier pass deferred)."""
         for window in windows:
-            yield from self._plan(window)
-        while (ready := self.in_flight.ready()) is not None:
-            yield from self._reuse(ready)
+            yield from self._sending(self._plan(window))
+            yield from self._sending(self._reuse(self.in_flight.ready(wait=False) or []))
+        while (ready := self.in_flight.ready(wait=True)) is not None:
+            yield from self._sending(self._reuse(ready))
         for group in self.in_flight.give_up():
             self._defer(group)
+
+    def _sending(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        """``batches``, each counted as sent to the writers that report to ``in_flight``."""
+        for batch in batches:
+            if batch.chunks is None:  # (a chunked batch's writer reports nothing: its chunks wait otherwise)
+                self.in_flight.sent()
+            yield batch
 
     def _reuse(self, groups: list[TextGroup]) -> Iterator[Batch]:
         """Batches of ``groups`` whose text this pass has written; any whose vector is not there
         (the model failed on it) are left for a later pass."""
+        if not groups:
+            return
         hashes = [g.text_hash for g in groups]
         stored = self._session.run(lambda conn: stored_vectors(conn, self._target, self._model, hashes))
         for group in groups:

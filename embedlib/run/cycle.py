@@ -188,7 +188,8 @@ class _Run:
             if reads_queue and not self.stop.is_set():
                 passes = dataclasses.replace(passes, from_queue=True)
                 # Other runs may read the queue at once, and no run knows the source's counts.
-                passes.run(dataclasses.replace(options, claim_every_text=True), limit)
+                # had_vectors asked again: the full pass may have just stored what the queue names.
+                passes.run(dataclasses.replace(options, claim_every_text=True, had_vectors=None), limit)
         report.write_s += sum(removal_s)
         # A target that held no vector of the model, that no other run wrote to, holds only rows
         # this run wrote, with the frequencies of the source's counts: none to correct.

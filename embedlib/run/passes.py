@@ -8,11 +8,13 @@ later passes, as they were read, until none are left.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from embedlib.backoff import Backoff
+from embedlib.db.relations import SourceTable, TargetTable
 from embedlib.db.session import Session
 from embedlib.options import Settings
 from embedlib.plan.awaiting import InFlight
@@ -76,7 +78,7 @@ class Passes:
         row): plan batches, run them on the executor, add up the results."""
         prepared, report = self.prepared, self.report
         again = rows is not None
-        reader = self._reader(limit) if rows is None else _Replay(rows, self.settings.window)
+        reader = self._reader(limit) if rows is None else self._replay(rows)
         planner = Planner(
             self.session,
             prepared.target,
@@ -105,28 +107,46 @@ class Passes:
         return planner
 
     def _reader(self, limit: int | None) -> PendingReader | QueueReader:
-        prepared = self.prepared
-        parts = (self.session, prepared.source, prepared.target, prepared.model_key, self.retries, self.sharing)
-        window = self.settings.window
         if self.from_queue:
-            return QueueReader(*parts, window_size=window, on_gone=self.on_gone, limit=limit)
-        metrics_only = self.settings.metrics_only
+            window = self.settings.window
+            return QueueReader(*self._parts(), window_size=window, on_gone=self.on_gone, limit=limit)
+        return self._pending_reader(limit)
+
+    def _pending_reader(self, limit: int | None) -> PendingReader:
+        s = self.settings
         return PendingReader(
-            *parts, window_size=window, limit=limit, metrics_only=metrics_only, on_covered=self.on_covered
+            *self._parts(), window_size=s.window, limit=limit, metrics_only=s.metrics_only, on_covered=self.on_covered
         )
+
+    def _parts(self) -> tuple[Session, SourceTable, TargetTable, str, Retries, Sharing]:
+        p = self.prepared
+        return self.session, p.source, p.target, p.model_key, self.retries, self.sharing
+
+    def _replay(self, rows: list[PendingRow]) -> _Replay:
+        """A later pass's reader: the rows deferred, read again by id from the source as it is now
+        (one query a window; no lease), or as they were read from a change queue, whose entries
+        say at write time whether a row is still as read (``db.queue.ChangeQueue.settle``)."""
+        if self.from_queue:
+            return _Replay(rows, self.settings.window, lambda window: window)
+        return _Replay(rows, self.settings.window, self._pending_reader(None).read_again)
 
 
 class _Replay:
-    """The rows an earlier pass deferred, again, in windows: a reader that reads nothing."""
+    """The rows an earlier pass deferred, again, in windows, each through ``again``."""
 
-    seconds = 0.0
-
-    def __init__(self, rows: list[PendingRow], window: int) -> None:
-        self._rows, self._window = rows, window
+    def __init__(
+        self, rows: list[PendingRow], window: int, again: Callable[[list[PendingRow]], list[PendingRow]]
+    ) -> None:
+        self._rows, self._window, self._again = rows, window, again
+        self.seconds = 0.0
 
     def __iter__(self) -> Iterator[list[PendingRow]]:
         for start in range(0, len(self._rows), self._window):
-            yield self._rows[start : start + self._window]
+            started = time.perf_counter()
+            window = self._again(self._rows[start : start + self._window])
+            self.seconds += time.perf_counter() - started
+            if window:
+                yield window
 
 
 def _until_set(stop: threading.Event, batches: Iterator[Batch]) -> Iterator[Batch]:

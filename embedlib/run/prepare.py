@@ -88,7 +88,11 @@ def prepare(conn: Connection, settings: Settings, retries: Retries) -> Prepared:
 
 
 def encoder_of(settings: Settings) -> Encoder:
-    """The run's encoder: loaded once per process for its model, device and precision."""
+    """The run's own copy of its encoder (its tokenizer plans, its dimension sizes the target),
+    loaded once per process for its model, device and precision. With Ray the model encodes on the
+    actors, which take the device and precision (a cluster's GPUs), so this copy is on the CPU."""
+    if settings.executor == "ray":
+        return resolve_encoder(settings.model, device="cpu", precision="fp32")
     return resolve_encoder(settings.model, device=settings.device, precision=settings.precision)
 
 

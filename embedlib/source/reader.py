@@ -17,6 +17,7 @@ import io
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from psycopg2 import sql
@@ -194,16 +195,18 @@ class PendingReader:
         self._window_size = window_size
         self._limit = limit
         self.seconds = 0.0
-        span = sql.SQL("{id} >= CAST(%(first)s AS {id_type}) AND {id} <= CAST(%(last)s AS {id_type})").format(
-            id=sql.Identifier(source.id_column),
-            id_type=sql.SQL(source.id_type),  # format_type: quoted already
-        )
+        parts = {"id": sql.Identifier(source.id_column), "id_type": sql.SQL(source.id_type)}  # format_type: quoted
+        span = sql.SQL("{id} >= CAST(%(first)s AS {id_type}) AND {id} <= CAST(%(last)s AS {id_type})").format(**parts)
+        listed = sql.SQL("{id} = ANY (CAST(%(ids)s AS {id_type}[]))").format(**parts)
         # The text only of rows that need work.
-        self._query = sql.SQL(
+        select = (
             "SELECT s.id::text, {cond}, CASE WHEN {cond} THEN s.text END, h.md5, t.id IS NOT NULL {rows} ORDER BY s.id"
-        ).format(
-            cond=needs_work(metrics_only),
-            rows=_chunk_rows(target, rows_of(source, span), up_to_highest=True),
+        )
+        self._query, self._query_of_ids = (
+            sql.SQL(select).format(
+                cond=needs_work(metrics_only), rows=_chunk_rows(target, rows_of(source, where), up_to_highest=True)
+            )
+            for where in (span, listed)
         )
 
     def __iter__(self) -> Iterator[list[PendingRow]]:
@@ -228,11 +231,7 @@ class PendingReader:
             }
             chunk = self._session.run(lambda conn: fetch_all(conn, self._query, parameters))  # noqa: B023 (run at once)
             self.seconds += time.perf_counter() - started
-            window = [
-                PendingRow(row_id, text, text_hash, stored)
-                for row_id, pending, text, text_hash, stored in chunk
-                if pending
-            ]
+            window = _pending(chunk)
             if remaining is not None:  # blank rows cost nothing and count for nothing
                 window = _first_with_text(window, remaining)
                 remaining -= sum(not is_blank(row.text) for row in window)
@@ -243,8 +242,23 @@ class PendingReader:
             after = span[1]
             size = min(2 * size, self._window_size)
 
+    def read_again(self, rows: list[PendingRow]) -> list[PendingRow]:
+        """``rows`` (an earlier pass deferred them) as the source holds them now, those that still
+        need work: a row deleted or written since is left out, a row edited since comes with its
+        new text. One query."""
+        parameters = {"model": self._model, "ids": [row.id for row in rows], **self._retries.parameters()}
+        found = self._session.run(lambda conn: fetch_all(conn, self._query_of_ids, parameters))
+        return _pending(found)
+
     def _lease(self, after: str | None, size: int) -> Span | None:
         return self._session.run(lambda conn: self._sharing.take(conn, after, size))
+
+
+def _pending(found: list[tuple[Any, ...]]) -> list[PendingRow]:
+    """The rows of a query's result (id, pending, text, hash, stored) that need work."""
+    return [
+        PendingRow(row_id, text, text_hash, stored) for row_id, pending, text, text_hash, stored in found if pending
+    ]
 
 
 def _first_with_text(window: list[PendingRow], count: int) -> list[PendingRow]:

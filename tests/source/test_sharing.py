@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import random
 import signal
+import threading
 import time
 
 import numpy as np
 from psycopg2 import sql
 
 from embedlib import Ingestor
+from embedlib.db.session import connect
 from embedlib.source.sharing import HOLDERS
 from embedlib.testing import HashEncoder
 from tests.processes import (
@@ -108,3 +110,36 @@ def test_spans_leased_by_a_live_run_are_skipped_by_runs_of_its_model_only(dsn, c
         cur.execute("SELECT pg_advisory_unlock(%s, %s)", (HOLDERS, holder))  # the run dies
     assert Ingestor(dsn, table=table, model=x, window_size=10).run().rows == 100  # all again: y replaced x
     assert side_rows(conn, table)["leases"] == 0  # the dead run's lease went with it
+
+
+def test_rows_deferred_for_another_run_are_read_again_before_they_are_written(dsn, conn, tables):
+    table = tables.source(["shared text", "shared text", "a text of its own"])
+    encoder = HashEncoder()
+    Ingestor(dsn, table=table, model=encoder, executor="serial").run(limit=1)  # makes the target; row 1 stored
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(f"{table}_embeddings")))
+    holder = 434343
+    other = connect(dsn, autocommit=True)  # a live run that has claimed the shared text
+    try:
+        with other.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s, %s)", (HOLDERS, holder))
+            cur.execute(
+                sql.SQL("INSERT INTO {} (model, text_hash, holder) VALUES (%s, md5('shared text'), %s)").format(
+                    sql.Identifier(f"{table}_embedding_claims")
+                ),
+                (encoder.name, holder),
+            )
+        reports: list[object] = []
+        run = threading.Thread(target=lambda: reports.append(Ingestor(dsn, table=table, model=encoder).run()))
+        run.start()
+        deadline = time.monotonic() + 60
+        while "3" not in tables.embeddings(table) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert set(tables.embeddings(table)) == {"3"}  # rows 1 and 2 wait for the other run
+        with conn.cursor() as cur:  # row 2 goes while they wait; then the other run dies
+            cur.execute(sql.SQL("DELETE FROM {} WHERE id = 2").format(sql.Identifier(table)))
+    finally:
+        other.close()
+    run.join(timeout=60)
+    assert not run.is_alive()
+    assert set(tables.embeddings(table)) == {"1", "3"}  # no vector for the row deleted meanwhile

@@ -25,6 +25,7 @@ optional extra: ``pip install 'embedlib[ray]'``.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -95,8 +96,9 @@ class RayExecutor(PipelinedExecutor):
         resources = ray.cluster_resources()
         cpus = min(1.0, float(resources.get("CPU", 1)) / self.workers)
         gpus = self.num_gpus
-        if gpus is None:  # like the CPUs: a share where there are fewer GPUs than actors
-            gpus = min(1.0, float(resources.get("GPU", 0)) / self.workers)
+        if gpus is None:  # a GPU each, or an equal share of one: a share must fit on one GPU
+            found = int(resources.get("GPU", 0))
+            gpus = 1.0 / math.ceil(self.workers / found) if found else 0.0
         actor_class = ray.remote(num_cpus=cpus, num_gpus=gpus)(_ComputeActor)
         torch_threads = max(1, (os.cpu_count() or 1) // self.workers)
         self._actors = [actor_class.remote(torch_threads, gpus > 0) for _ in range(self.workers)]
