@@ -18,7 +18,6 @@ import numpy as np
 
 from embedlib.db.session import Connection
 from embedlib.encode.base import Encoder, resolve_encoder
-from embedlib.encode.device import CPU_CALL_TOKENS
 from embedlib.encode.failures import isolate_failures, unstorable_rows
 from embedlib.encode.tokens import TokenIds
 from embedlib.errors import EncoderUnavailable
@@ -39,7 +38,7 @@ class EncodeSpec:
     vector_type: str  # the target's (see options.VECTOR_TYPES): some vectors cannot be stored in it
     metrics_only: bool = False
     # A token budget per encode call (see batching.budget_slices); 0: one call a batch; None: the
-    # encoder's own ``call_tokens`` (sized for the model and device), else device.CPU_CALL_TOKENS.
+    # encoder's own ``call_tokens`` (sized for the model and device), else one call a batch.
     batch_tokens: int | None = None
     device: str = "auto"  # see rules.Device; for a local model
     precision: str = "fp32"
@@ -64,8 +63,8 @@ class EncodeStep:
         self._spec = spec
         self._encoder = resolve_encoder(spec.model, device=spec.device, precision=spec.precision)
         budget = spec.batch_tokens
-        if budget is None:  # the encoder's own, else the default model's on a CPU (as before it had one)
-            budget = int(getattr(self._encoder, "call_tokens", CPU_CALL_TOKENS))
+        if budget is None:  # the encoder's own; one that has none (a service, which batches itself) gets a call a batch
+            budget = int(getattr(self._encoder, "call_tokens", 0))
         self._budget = budget
         self._model_worked = False  # has a call to the model succeeded yet (see failures.isolate_failures)
 
