@@ -37,7 +37,7 @@ from embedlib.source.reader import Retries, has_vectors
 from embedlib.source.rows import PendingRow
 from embedlib.source.sharing import Sharing
 from embedlib.store.chunk_sink import ChunkSink
-from embedlib.store.chunks import check_chunking
+from embedlib.store.chunks import Chunking, check_chunking
 from embedlib.store.sink import Sink
 from embedlib.store.tracking import synced
 from embedlib.store.upkeep import (
@@ -141,27 +141,9 @@ class _Run:
         had_vectors = s.metrics_only or self.session.run(lambda conn: has_vectors(conn, target, prepared.model_key))
         # Setup ends here: what comes next is done row by row.
         report.setup_s, report.setup_round_trips = time.perf_counter() - self.started, self.session.round_trips
-        options = PlanOptions(
-            had_vectors=had_vectors,
-            batch_size=s.batch_size,
-            max_tokens=getattr(encoder, "max_tokens", None),
-            count_tokens=getattr(encoder, "count_tokens", None),
-            tokenize=getattr(encoder, "tokenize", None),
-            metrics_only=s.metrics_only,
-            chunk_tokens=chunking.tokens if chunking is not None else None,
-            chunk_overlap=chunking.overlap if chunking is not None else 0,
-        )
-        spec = EncodeSpec(
-            s.model, target.dimension, target.vector_type, s.metrics_only, s.batch_tokens, s.device, s.precision
-        )
-        holder = self.sharing.key if tracked else None
+        options = _plan_options(s, encoder, chunking, had_vectors)
         in_flight = InFlight(options.recent_hashes)
-        stages: Stages[Any, Any, BatchResult] = Stages(
-            compute=functools.partial(EncodeStep, spec),  # no DSN: it may be sent to processes or actors
-            finish=functools.partial(
-                _writer, self.dsn, target, prepared.model_key, s.reconnect_s, encoder, self.sharing, holder, in_flight
-            ),
-        )
+        stages = self._stages(encoder, in_flight)
         removal_s: list[float] = []  # on the reader's thread: added to the report after the passes
         with _progress_bar(report.pending, enabled=s.progress and report.pending > 0) as bar:
             passes = Passes(
@@ -195,6 +177,28 @@ class _Run:
         # this run wrote, with the frequencies of the source's counts: none to correct.
         fresh = not had_vectors and not self.sharing.others_seen
         self._upkeep(None if fresh else duplicates, passes.touched)
+
+    def _stages(self, encoder: Encoder | None, in_flight: InFlight) -> Stages[Any, Any, BatchResult]:
+        """Encode (anywhere: no DSN in it, it may be sent to processes or actors), then write (here)."""
+        s, target = self.settings, self.prepared.target
+        spec = EncodeSpec(
+            s.model, target.dimension, target.vector_type, s.metrics_only, s.batch_tokens, s.device, s.precision
+        )
+        holder = self.sharing.key if self.prepared.tracking is not None else None
+        return Stages(
+            compute=functools.partial(EncodeStep, spec),
+            finish=functools.partial(
+                _writer,
+                self.dsn,
+                target,
+                self.prepared.model_key,
+                s.reconnect_s,
+                encoder,
+                self.sharing,
+                holder,
+                in_flight,
+            ),
+        )
 
     def _resync_is_mine(self) -> bool:
         """Whether this run makes the full pass a tracked table is due (after track or a TRUNCATE).
@@ -247,6 +251,19 @@ class _Run:
     def _on_gone(self, ids: list[str], seqs: list[int]) -> None:
         target, holder = self.prepared.target, self.sharing.key
         self.report.removed += self.session.run(lambda conn: remove_gone(conn, target, holder, ids, seqs))
+
+
+def _plan_options(s: Settings, encoder: Encoder | None, chunking: Chunking | None, had_vectors: bool) -> PlanOptions:
+    return PlanOptions(
+        had_vectors=had_vectors,
+        batch_size=s.batch_size,
+        max_tokens=getattr(encoder, "max_tokens", None),
+        count_tokens=getattr(encoder, "count_tokens", None),
+        tokenize=getattr(encoder, "tokenize", None),
+        metrics_only=s.metrics_only,
+        chunk_tokens=chunking.tokens if chunking is not None else None,
+        chunk_overlap=chunking.overlap if chunking is not None else 0,
+    )
 
 
 def _writer(
