@@ -87,7 +87,7 @@ def test_bench_measures_each_worker_count_in_scratch_tables(dsn, conn, tables):
     table = tables.source([f"bench sentence {i}" for i in range(400)])
     Ingestor(dsn, table=table, model=_hash_model(), batch_size=50).run()  # the table's own target, kept as it is
     before = _tables(conn)
-    result = run_cli("bench", table, "25", "4", "--encoder-latency-ms", "5", "--json", dsn=dsn)
+    result = run_cli("bench", table, "25", "4", "--encoder-latency-ms", "5", "--json", "--rounds", "1", dsn=dsn)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     points = figures["points"]
@@ -101,13 +101,13 @@ def test_bench_measures_each_worker_count_in_scratch_tables(dsn, conn, tables):
 
 def test_bench_creates_a_missing_table_from_the_sample_and_refuses_bad_input(dsn, conn, tables):
     table = tables.name("bench")
-    result = run_cli("bench", table, "100", "1", "--db-latency-ms", "1", "--limit", "200", dsn=dsn)
+    result = run_cli("bench", table, "100", "1", "--db-latency-ms", "1", "--limit", "200", "--rounds", "1", dsn=dsn)
     assert result.returncode == 0, result.stderr
     assert f"table '{table}' did not exist: loaded 2000 bundled sample sentences" in result.stdout
     assert "regime db-latency" in result.stdout and "      1" in result.stdout
     assert_clean_failure(run_cli("bench", table, "0", "2", dsn=dsn), "expected a whole number >= 1")
     assert_clean_failure(run_cli("bench", f"nosuch.{table}", "10", "2", dsn=dsn), "does not exist")
-    result = run_cli("bench", table, "100", "1", "--limit", "100", "--save", "/proc/nowhere.json", dsn=dsn)
+    result = run_cli("bench", table, "100", "1", "--limit", "100", "--rounds", "1", "--save", "/proc/nowhere.json", dsn=dsn)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
         "embedlib: error: cannot save to '/proc/nowhere.json'"
     )
