@@ -107,7 +107,9 @@ def test_bench_creates_a_missing_table_from_the_sample_and_refuses_bad_input(dsn
     assert "regime db-latency" in result.stdout and "      1" in result.stdout
     assert_clean_failure(run_cli("bench", table, "0", "2", dsn=dsn), "expected a whole number >= 1")
     assert_clean_failure(run_cli("bench", f"nosuch.{table}", "10", "2", dsn=dsn), "does not exist")
-    result = run_cli("bench", table, "100", "1", "--limit", "100", "--rounds", "1", "--save", "/proc/nowhere.json", dsn=dsn)
+    result = run_cli(
+        "bench", table, "100", "1", "--limit", "100", "--rounds", "1", "--save", "/proc/nowhere.json", dsn=dsn
+    )
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
         "embedlib: error: cannot save to '/proc/nowhere.json'"
     )
