@@ -252,6 +252,19 @@ def transaction(conn: Connection) -> Iterator[Connection]:
 
 
 @contextlib.contextmanager
+def autocommitting(conn: Connection) -> Iterator[Connection]:
+    """``conn`` outside transaction blocks while the block runs (each statement string commits on
+    its own, with no BEGIN or COMMIT to wait for), then as it was."""
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        if not conn.closed:
+            conn.autocommit = autocommit
+
+
+@contextlib.contextmanager
 def one_statement(conn: Connection) -> Iterator[Connection]:
     """One transaction for the one ``execute`` made within, in as few round trips as can be: on
     an autocommit connection the statement string (several statements, ``;``-separated) is a

@@ -66,8 +66,7 @@ class Planner:
     """Plans the batches of one pass over a ``PendingReader`` (or a ``changes.QueueReader``).
 
     After the pass: ``skipped`` blank rows, and ``deferred`` rows left for a
-    later pass: ``deferred_rows``, which it plans again as they were read
-    (no second read: from a distant database that is a round trip a window).
+    later pass: ``deferred_rows``, which that pass reads again by id.
     """
 
     def __init__(
@@ -128,9 +127,13 @@ class Planner:
         for group in groups:
             if group.text_hash not in stored:
                 self._defer(group)
-        found = [g for g in groups if g.text_hash in stored]
-        for start in range(0, len(found), self._options.batch_size):
-            part = found[start : start + self._options.batch_size]
+        yield from self._reused([g for g in groups if g.text_hash in stored], stored)
+
+    def _reused(self, groups: list[TextGroup], stored: Mapping[str, np.ndarray]) -> Iterator[Batch]:
+        """Batches of ``groups`` with the vectors the target stores for their texts."""
+        size = self._options.batch_size
+        for start in range(0, len(groups), size):
+            part = groups[start : start + size]
             yield batch_of(part, self._frequencies, np.stack([stored[g.text_hash] for g in part]))
 
     def _defer(self, group: TextGroup) -> None:
@@ -179,16 +182,14 @@ class Planner:
         to_encode = self._claimed(to_encode)
         for group in to_encode:
             self._remember(group.text_hash)
-        for start in range(0, len(reuse), options.batch_size):
-            part = reuse[start : start + options.batch_size]
-            yield batch_of(part, self._frequencies, np.stack([stored[g.text_hash] for g in part]))
+        yield from self._reused(reuse, stored)
         yield from self._cut(to_encode, tokens)
 
     def _count(self, groups: list[TextGroup]) -> TokenIds | None:
         """Count the groups' tokens; their ids for the model too, where the tokenizer can give them."""
         options, texts = self._options, [g.text for g in groups]
         tokens = None
-        if not groups:
+        if not texts:
             return None
         if options.tokenize is not None and not options.metrics_only:
             tokens = options.tokenize(texts)

@@ -1,8 +1,9 @@
 """The passes of one run over the source: read and plan on one side, the executor's steps on the other.
 
 The first pass covers the spans this run leases. Rows it deferred (their text
-was in flight, here or in another run sharing the table) are planned again by
-later passes, as they were read, until none are left.
+was claimed by another run sharing the table, or was still in flight when
+the pass ended) are planned again by later passes, read again by id (see
+``_replay``), until none are left.
 """
 
 from __future__ import annotations
@@ -66,8 +67,7 @@ class Passes:
             # Rows whose text was in flight: this run's (its vector is stored now), or
             # another run's (stored soon, or its claim freed if that run dies). Wait for
             # the other run, but not forever: past CLAIM_WAIT_S, encode the text here too.
-            # They are planned again as read (a row changed or deleted since is set right by the
-            # next run, as any row changed while a run is under way is).
+            # Read again first (``_replay``): a row deleted or written since is left out.
             options.respect_claims = backoff.waited < CLAIM_WAIT_S
             planner = self._pass(options, rows=planner.deferred_rows)
             if planner.deferred_rows:

@@ -16,7 +16,7 @@ from psycopg2 import sql
 from embedlib.db import copybin
 from embedlib.db.queue import Cursor
 from embedlib.db.relations import TargetTable
-from embedlib.db.session import DEFAULT_RECONNECT_S, Connection, Session, transaction
+from embedlib.db.session import DEFAULT_RECONNECT_S, Connection, Session, autocommitting, transaction
 from embedlib.store.metrics import UNKNOWN_TOKENS, TextMetrics
 from embedlib.store.staging import Staging
 
@@ -150,15 +150,11 @@ class Sink:
         ).format(target=self._target.ident)
         # One COPY is atomic on its own: run outside a transaction block, it saves
         # the BEGIN and COMMIT round trips (half the batch's time from a distant database).
-        conn.autocommit = True
         try:
-            with conn.cursor() as cur:
+            with autocommitting(conn), conn.cursor() as cur:
                 cur.copy_expert(copy, io.BytesIO(data), size=len(data))
         except psycopg2.errors.UniqueViolation:
             return False  # a row appeared since it was read (another ingestor, a retried COPY): upsert
-        finally:
-            if not conn.closed:
-                conn.autocommit = False
         return True
 
     def write_metrics(self, ids: Sequence[str], text_hashes: Sequence[str] | np.ndarray, metrics: TextMetrics) -> None:

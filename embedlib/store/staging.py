@@ -24,7 +24,7 @@ import psycopg2
 from psycopg2 import sql
 
 from embedlib.db.queue import Cursor
-from embedlib.db.session import Connection, rollback_quietly
+from embedlib.db.session import Connection, autocommitting, rollback_quietly
 
 
 class Staging:
@@ -55,19 +55,16 @@ class Staging:
         if settle is not None:
             self._in_a_transaction(conn, copy, data, emptied, parameters, settle)
             return
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.copy_expert(copy, io.BytesIO(data))
-                cur.execute(sql.SQL("; ").join(emptied), parameters)
-        except BaseException:
-            if not conn.closed:  # rows left in the stage must not reach the next batch
-                with contextlib.suppress(psycopg2.Error), conn.cursor() as cur:
-                    cur.execute(sql.SQL("TRUNCATE pg_temp.{}").format(stage))
-            raise
-        finally:
-            if not conn.closed:
-                conn.autocommit = False
+        with autocommitting(conn):
+            try:
+                with conn.cursor() as cur:
+                    cur.copy_expert(copy, io.BytesIO(data))
+                    cur.execute(sql.SQL("; ").join(emptied), parameters)
+            except BaseException:
+                if not conn.closed:  # rows left in the stage must not reach the next batch
+                    with contextlib.suppress(psycopg2.Error), conn.cursor() as cur:
+                        cur.execute(sql.SQL("TRUNCATE pg_temp.{}").format(stage))
+                raise
 
     def _in_a_transaction(
         self,
@@ -92,12 +89,6 @@ class Staging:
         """Make ``stage`` on this connection, once: one round trip, outside any transaction."""
         if stage.string in self._made:
             return
-        autocommit = conn.autocommit
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({})").format(stage, sql.SQL(columns)))
-        finally:
-            if not conn.closed:
-                conn.autocommit = autocommit
+        with autocommitting(conn), conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({})").format(stage, sql.SQL(columns)))
         self._made.add(stage.string)
