@@ -138,8 +138,10 @@ class Settings:
         "and device, 2048 for the default model on a CPU; 0: no cap)",
         flag="--batch-tokens",
     )
-    device: str = option(
-        AUTO,
+    # None: $EMBEDLIB_DEVICE, else auto (see ``model_device``): a default the command line cannot
+    # fill in, or the environment would never be read.
+    device: str | None = option(
+        None,
         Device(),
         "where a local model runs: auto (a GPU if torch sees one, else the CPU), cpu, cuda, cuda:N or mps "
         "(default: $EMBEDLIB_DEVICE, else auto)",
@@ -229,6 +231,11 @@ class Settings:
             if spec.env and given.get(name) in (None, ""):  # an empty --dsn "" is not a DSN either
                 given[name] = _from_env(spec)
         return cls(**{name: value for name, value in given.items() if value is not None})
+
+    @property
+    def model_device(self) -> str:
+        """Where a local model runs: ``device``, else ``auto`` (see encode.device.resolve_device)."""
+        return self.device or AUTO
 
     @property
     def window(self) -> int:

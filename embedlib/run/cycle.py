@@ -182,7 +182,7 @@ class _Run:
         """Encode (anywhere: no DSN in it, it may be sent to processes or actors), then write (here)."""
         s, target = self.settings, self.prepared.target
         spec = EncodeSpec(
-            s.model, target.dimension, target.vector_type, s.metrics_only, s.batch_tokens, s.device, s.precision
+            s.model, target.dimension, target.vector_type, s.metrics_only, s.batch_tokens, s.model_device, s.precision
         )
         holder = self.sharing.key if self.prepared.tracking is not None else None
         return Stages(

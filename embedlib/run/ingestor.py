@@ -65,7 +65,7 @@ class Ingestor:
                 concurrent_encoder=encodes_concurrently(s.model),
                 autoscale=s.autoscale,
                 ray_address=s.ray_address,
-                device=s.device,
+                device=s.model_device,
             )
         self._stop = threading.Event()
 

@@ -93,7 +93,7 @@ def encoder_of(settings: Settings) -> Encoder:
     actors, which take the device and precision (a cluster's GPUs), so this copy is on the CPU."""
     if settings.executor == "ray":
         return resolve_encoder(settings.model, device="cpu", precision="fp32")
-    return resolve_encoder(settings.model, device=settings.device, precision=settings.precision)
+    return resolve_encoder(settings.model, device=settings.model_device, precision=settings.precision)
 
 
 def source_of(conn: Connection, settings: Settings) -> SourceTable:

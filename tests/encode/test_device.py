@@ -3,6 +3,7 @@ token budget of a call sized for the model and the device."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -65,3 +66,21 @@ def test_the_command_refuses_a_device_it_cannot_use_in_one_line(dsn, conn, table
     with conn.cursor() as cur:  # refused before anything was made
         cur.execute("SELECT to_regclass(%s)", (f"{table}_embeddings",))
         assert cur.fetchone()[0] is None
+
+
+def test_the_environment_names_the_device_when_the_command_does_not(dsn, conn, tables):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    table = tables.source(["one sentence"])
+    result = subprocess.run(
+        [sys.executable, "-m", "embedlib", "ingest", table, "--dsn", dsn],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "EMBEDLIB_DEVICE": "cuda"},
+    )
+    assert (result.returncode, result.stderr.strip()) == (
+        2,
+        "embedlib: error: --device cuda: torch sees no CUDA GPU here (is this torch build CUDA-enabled?)",
+    )
